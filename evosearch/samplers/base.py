@@ -1,0 +1,46 @@
+"""The sampler contract: a prompt in, candidate text out."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+
+class SamplerError(Exception):
+    """A sample could not be drawn (endpoint down, bad answer); recorded, never fatal."""
+
+
+@dataclass
+class Prompt:
+    """What a sampler gets. LLM samplers read ``system`` and ``user``; LLM-free
+    samplers read ``parents``. ``seed`` is per sample so that deterministic
+    samplers give the same text for the same run seed and sample index."""
+
+    system: str
+    user: str
+    parents: list[str]  # parent programs (full code), worst first, best last
+    functions: list[str]  # names of the evolvable functions
+    seed: int
+
+
+@dataclass
+class Sample:
+    text: str  # raw model output (or mutated function source), parsed by evosearch.extract
+    model: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class Sampler(abc.ABC):
+    name: str = ""
+
+    @abc.abstractmethod
+    async def sample(self, prompt: Prompt) -> Sample:
+        """Draw one candidate; raise SamplerError on failure."""
+
+    async def check(self) -> None:
+        """Fail fast (SamplerError with one line) if the sampler cannot work at all."""
+
+    async def close(self) -> None:
+        """Release resources."""

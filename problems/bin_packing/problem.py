@@ -1,0 +1,102 @@
+"""FunSearch's online bin packing (Romera-Paredes et al., Nature 2024).
+
+Evolve ``priority(item, bins)``; the harness puts each item into the feasible
+bin of highest priority. Score = minus the mean number of bins used; the
+report adds the excess over the L1 bound ceil(sum(items) / capacity).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from evosearch.problem import Descriptor, InvalidOutput, Problem, Score
+
+
+def weibull_instances(count: int, num_items: int, seed: int) -> dict[str, dict]:
+    """Weibull(shape 3, scale 45) sizes rounded and clipped to [1, 100], capacity 100."""
+    rng = np.random.default_rng(seed)
+    return {f"weibull_{seed}_{i}": {"capacity": 100,
+                                    "items": np.clip(np.round(45 * rng.weibull(3, num_items)), 1, 100).astype(int).tolist()}
+            for i in range(count)}
+
+
+def or_instances(count: int, num_items: int, seed: int) -> dict[str, dict]:
+    """OR-Library-like: uniform integer sizes in [20, 100], capacity 150."""
+    rng = np.random.default_rng(seed)
+    return {f"or_{seed}_{i}": {"capacity": 150, "items": rng.integers(20, 101, num_items).tolist()}
+            for i in range(count)}
+
+
+def load_instances(path: str | Path) -> dict[str, dict]:
+    """Read the JSON format {name: {"capacity", "num_items", "items"}} (e.g. or3.json)."""
+    raw = json.loads(Path(path).read_text())
+    return {name: {"capacity": int(v["capacity"]), "items": [int(x) for x in v["items"]]} for name, v in raw.items()}
+
+
+def l1_bound(instance: dict) -> int:
+    return math.ceil(sum(instance["items"]) / instance["capacity"])
+
+
+GENERATORS = {"weibull": weibull_instances, "or": or_instances}
+DATA_FILES = {"weibull": "weibull_5k.json", "or": "or3.json"}
+
+
+class BinPacking(Problem):
+    name = "bin_packing"
+    description = "FunSearch online bin packing: evolve priority(item, bins); score = -mean bins used"
+    descriptors = (Descriptor("full_bins", 0.0, 1.0, 10),)
+    timeout_s = 30.0
+
+    def __init__(self, data_dir=None, seed=0, distribution="weibull", train_instances=5, train_items=1000,
+                 test_instances=5, test_items=5000):
+        super().__init__(data_dir, seed)
+        if distribution not in GENERATORS:
+            raise ValueError(f"distribution must be one of {sorted(GENERATORS)}, not {distribution!r}")
+        self.distribution = distribution
+        self.sizes = {"probe": (2, 60), "train": (train_instances, train_items), "test": (test_instances, test_items)}
+
+    def instances(self, split):
+        if split == "test" and self.data_dir and (self.data_dir / "bin_packing" / DATA_FILES[self.distribution]).is_file():
+            return load_instances(self.data_dir / "bin_packing" / DATA_FILES[self.distribution])
+        count, items = self.sizes[split]
+        # Distinct seeds per split keep held-out instances unseen during evolution.
+        return GENERATORS[self.distribution](count, items, seed=1000 * self.seed + ("probe", "train", "test").index(split))
+
+    @staticmethod
+    def run(program, instance):
+        priority = program["priority"]
+        capacity, items = instance["capacity"], instance["items"]
+        bins = np.full(len(items), capacity, dtype=float)  # every bin that could ever be opened
+        assignment = []
+        for item in items:
+            feasible = np.flatnonzero(bins >= item)
+            scores = np.asarray(priority(item, bins[feasible]), dtype=float).reshape(-1)
+            if scores.shape != feasible.shape:
+                raise ValueError(f"priority returned {scores.shape[0]} scores for {feasible.shape[0]} bins")
+            choice = int(feasible[np.argmax(scores)])
+            bins[choice] -= item
+            assignment.append(choice)
+        return assignment
+
+    def score(self, instance, output):
+        items, capacity = instance["items"], instance["capacity"]
+        if not isinstance(output, list) or len(output) != len(items):
+            raise InvalidOutput(f"expected a bin index for each of {len(items)} items")
+        if not all(type(b) is int and 0 <= b < len(items) for b in output):
+            raise InvalidOutput("bin indices must be integers in [0, number of items)")
+        loads = np.bincount(np.asarray(output), weights=np.asarray(items, dtype=float))
+        if (loads > capacity).any():
+            raise InvalidOutput(f"a bin holds {loads.max():g} > capacity {capacity}")
+        used = int((loads > 0).sum())
+        return {"score": -used, "bins": used, "l1": l1_bound(instance), "full_bins": float((loads == capacity).sum() / used)}
+
+    def aggregate(self, per_instance):
+        bins = np.mean([m["bins"] for m in per_instance.values()])
+        l1 = np.mean([m["l1"] for m in per_instance.values()])
+        full = np.mean([m["full_bins"] for m in per_instance.values()])
+        # FunSearch's figure: excess of the mean bin count over the mean L1 bound.
+        return Score(score=-float(bins), descriptors={"full_bins": float(full)},
+                     metrics={"bins": float(bins), "l1": float(l1), "excess_pct": float(100 * (bins - l1) / l1)})
