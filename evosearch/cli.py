@@ -1,0 +1,76 @@
+"""The `evosearch` command: run, problems."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from .config import ConfigError, add_arguments, load_yaml, make_config
+
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from .engine import SearchError
+    from .launch import RunDirError
+    from .problem import ProblemError
+    from .samplers.base import SamplerError
+    return ConfigError, ProblemError, RunDirError, SamplerError, SearchError
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="evosearch", description="LLM-guided evolutionary program search")
+    sub = top.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a search", description=(
+        "Run a search on PROBLEM. Settings come from the defaults, then --config FILE (YAML, same keys as the "
+        "flags with underscores), then the flags given here."))
+    run.add_argument("problem", nargs="?", help="built-in or installed problem name, or a problem folder")
+    run.add_argument("--config", metavar="FILE", help="YAML file of settings")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue the run stored in RUN_DIR (flags given here override)")
+    add_arguments(run)
+    sub.add_parser("problems", help="list available problems")
+    return top
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .launch import format_summary, new_run_dir, run_search, saved_config
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "problem")}
+    if args.problem:
+        flags["problem"] = args.problem
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = make_config(saved_config(run_dir), load_yaml(args.config) if args.config else {}, flags)
+    else:
+        config = make_config(load_yaml(args.config) if args.config else {}, flags)
+        run_dir = new_run_dir(config)
+    print(f"evosearch: {config.problem} with sampler {config.sampler}, {config.samples} samples, "
+          f"{config.islands} islands, seed {config.seed} -> {run_dir}", file=sys.stderr)
+    try:
+        summary = asyncio.run(run_search(config, run_dir))
+    except KeyboardInterrupt:
+        print(f"\nevosearch: interrupted; continue with: evosearch run --resume {run_dir}", file=sys.stderr)
+        return 130
+    print(format_summary(summary, run_dir))
+    return 0
+
+
+def cmd_problems(args: argparse.Namespace) -> int:
+    from .problem import available_problems
+    problems = available_problems()
+    width = max(map(len, problems), default=0)
+    for name, description in problems.items():
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "problems": cmd_problems}[args.command](args)
+    except _user_errors() as e:
+        print(f"evosearch: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

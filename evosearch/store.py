@@ -1,0 +1,114 @@
+"""The program store: every sampled program, its outcome and the run's state, in SQLite.
+
+One database per run directory, written by one owner (the engine). A program's
+row is written when its prompt is built (status "pending"), updated when its
+sample arrives and again when its evaluation ends, so a kill at any moment
+loses nothing that was sampled: resume finds pending rows and finishes them.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS prompts (id INTEGER PRIMARY KEY, system TEXT, user TEXT);
+CREATE TABLE IF NOT EXISTS programs (
+    id INTEGER PRIMARY KEY,          -- sample index: the order in which results are committed
+    island INTEGER,
+    parents TEXT NOT NULL,           -- JSON list of program ids
+    sampler TEXT, model TEXT,
+    prompt_id INTEGER REFERENCES prompts(id),
+    response TEXT,                   -- raw sampler output
+    code TEXT,                       -- the full program, once a sample parsed
+    status TEXT NOT NULL,            -- pending | ok | no_code | syntax | timeout | memory | crash | invalid | sampler_error
+    reason TEXT,
+    score REAL,
+    descriptors TEXT, metrics TEXT,  -- JSON
+    syntactic_hash TEXT, functional_hash TEXT,
+    cache_hit TEXT, duplicate_of INTEGER,
+    archive TEXT,                    -- new | improve | not_added, set when committed to the island
+    tokens_in INTEGER, tokens_out INTEGER,
+    sample_s REAL, eval_s REAL,
+    created REAL, finished REAL
+);
+CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, at_commit INTEGER, event TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS programs_status ON programs(status);
+"""
+
+JSON_COLUMNS = ("parents", "descriptors", "metrics")
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: each write is durable at once
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process kill
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- run metadata -------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # --- programs -------------------------------------------------------------
+    def add_prompt(self, system: str, user: str) -> int:
+        return self.db.execute("INSERT INTO prompts (system, user) VALUES (?, ?)", (system, user)).lastrowid
+
+    def prompt(self, prompt_id: int) -> tuple[str, str]:
+        row = self.db.execute("SELECT system, user FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
+        return row["system"], row["user"]
+
+    def begin(self, program_id: int, *, island: int | None, parents: list[int], sampler: str,
+              prompt_id: int | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO programs (id, island, parents, sampler, prompt_id, status, created) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+            (program_id, island, json.dumps(parents), sampler, prompt_id, time.time()))
+
+    def update(self, program_id: int, **fields: Any) -> None:
+        for key in JSON_COLUMNS:
+            if key in fields and fields[key] is not None:
+                fields[key] = json.dumps(fields[key])
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(f"UPDATE programs SET {cols} WHERE id = ?", (*fields.values(), program_id))
+
+    def get(self, program_id: int) -> dict | None:
+        row = self.db.execute("SELECT * FROM programs WHERE id = ?", (program_id,)).fetchone()
+        return _decode(row) if row else None
+
+    def programs(self, where: str = "1", params: tuple = ()) -> Iterator[dict]:
+        for row in self.db.execute(f"SELECT * FROM programs WHERE {where} ORDER BY id", params):
+            yield _decode(row)
+
+    def count(self, where: str = "1", params: tuple = ()) -> int:
+        return self.db.execute(f"SELECT COUNT(*) FROM programs WHERE {where}", params).fetchone()[0]
+
+    def next_id(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM programs").fetchone()[0]
+
+    # --- island events (migrations, resets) -------------------------------------
+    def add_events(self, at_commit: int, events: list[dict]) -> None:
+        self.db.executemany("INSERT INTO events (at_commit, event) VALUES (?, ?)",
+                            [(at_commit, json.dumps(e)) for e in events])
+
+    def events(self) -> list[dict]:
+        return [{"at_commit": r[0], **json.loads(r[1])} for r in self.db.execute("SELECT at_commit, event FROM events ORDER BY id")]
+
+
+def _decode(row: sqlite3.Row) -> dict:
+    out = dict(row)
+    for key in JSON_COLUMNS:
+        if out.get(key) is not None:
+            out[key] = json.loads(out[key])
+    return out

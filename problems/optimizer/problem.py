@@ -1,0 +1,249 @@
+"""Optimizer discovery in the spirit of Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms").
+
+Evolve ``update(params, grads, state, step, lr) -> (new_params, new_state)``. The
+harness trains small numpy models full-batch on scikit-learn's bundled data sets
+(no download) for a fixed number of steps and returns the final parameters; the
+trusted scorer recomputes the training loss from them. Score = minus the mean
+log-scaled normalized loss over tasks, seeds and a learning-rate grid.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import random
+
+import numpy as np
+
+from evosearch.problem import Descriptor, InvalidOutput, Problem, Score
+
+# A loss ratio (final / initial) at or below LOSS_FLOOR counts as fully trained;
+# log-scaling between the floor and 1 keeps late progress (0.01 -> 0.001) visible.
+LOSS_FLOOR = 1e-4
+# What the candidate sees as "lr": shared by every rule, so a rule that needs a
+# different scale has to learn it (the grid rewards robustness to the lr).
+LR_GRID = (1e-3, 3e-3, 1e-2)
+STEPS = 200
+DESCRIPTORS = (
+    # log10(|theta_T| / |theta_0|): shrinking (weight decay) vs growing weights.
+    Descriptor("param_growth", -0.5, 1.5, 10),
+    # |delta|_1 / (sqrt(n) |delta|_2) of the total displacement theta_T - theta_0:
+    # near 1 when every coordinate moved alike (sign-like rules such as Lion),
+    # lower when a few coordinates moved most (gradient-proportional rules such as SGD).
+    Descriptor("update_uniformity", 0.0, 1.0, 10),
+)
+# Descriptor values of a program whose every run diverged: its weights blew up,
+# and nothing can be said about the shape of its displacement.
+DIVERGED_DESCRIPTORS = {"param_growth": 1.5, "update_uniformity": 0.0}
+
+# (split, task name) -> data set, model, hidden width, number of samples (None = all).
+TASKS = {
+    "softmax_digits": ("digits", "softmax", 0, None),
+    "mlp_cancer": ("breast_cancer", "mlp", 32, None),
+    "mlp_digits": ("digits", "mlp", 32, None),  # held out: only in the test split
+    "probe_softmax": ("digits", "softmax", 0, 64),
+    "probe_mlp": ("breast_cancer", "mlp", 8, 64),
+}
+SPLIT_TASKS = {
+    "train": ("softmax_digits", "mlp_cancer"),
+    "test": ("softmax_digits", "mlp_cancer", "mlp_digits"),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Standardized float64 features and int labels of a scikit-learn bundled data set."""
+    from sklearn import datasets  # slow import: paid only where instances are built, once per process
+
+    loader = {"digits": datasets.load_digits, "breast_cancer": datasets.load_breast_cancer}[name]
+    X, y = loader(return_X_y=True)
+    std = X.std(axis=0)
+    X = (X - X.mean(axis=0)) / np.where(std > 0, std, 1.0)  # constant pixels of digits stay 0
+    return X, y.astype(np.int64)
+
+
+def make_instance(task: str, seed: int, lr: float, steps: int) -> dict:
+    data, model, hidden, samples = TASKS[task]
+    X, y = load_dataset(data)
+    if samples is not None:  # a fixed, seed-independent slice keeps probes comparable
+        X, y = X[:samples], y[:samples]
+    return {"task": task, "model": model, "hidden": hidden, "classes": int(y.max()) + 1,
+            "seed": seed, "lr": lr, "steps": steps, "X": X, "y": y}
+
+
+def init_params(instance: dict) -> dict[str, np.ndarray]:
+    """Seeded LeCun-normal weights and zero biases."""
+    rng = np.random.default_rng(instance["seed"])
+    d, k, h = instance["X"].shape[1], instance["classes"], instance["hidden"]
+    if instance["model"] == "softmax":
+        return {"W": rng.normal(0.0, 1 / math.sqrt(d), (d, k)), "b": np.zeros(k)}
+    return {"W1": rng.normal(0.0, 1 / math.sqrt(d), (d, h)), "b1": np.zeros(h),
+            "W2": rng.normal(0.0, 1 / math.sqrt(h), (h, k)), "b2": np.zeros(k)}
+
+
+def loss_and_grads(instance: dict, params: dict[str, np.ndarray], grads: bool = True):
+    """Mean softmax cross-entropy on the whole training set, its gradients, and the accuracy."""
+    X, y = instance["X"], instance["y"]
+    n = len(y)
+    if instance["model"] == "softmax":
+        logits = X @ params["W"] + params["b"]
+    else:
+        hidden = np.tanh(X @ params["W1"] + params["b1"])
+        logits = hidden @ params["W2"] + params["b2"]
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = float(-logp[np.arange(n), y].mean())
+    accuracy = float((logits.argmax(axis=1) == y).mean())
+    if not grads:
+        return loss, None, accuracy
+    d_logits = np.exp(logp)
+    d_logits[np.arange(n), y] -= 1.0
+    d_logits /= n
+    if instance["model"] == "softmax":
+        return loss, {"W": X.T @ d_logits, "b": d_logits.sum(axis=0)}, accuracy
+    d_hidden = (d_logits @ params["W2"].T) * (1.0 - hidden * hidden)
+    return loss, {"W1": X.T @ d_hidden, "b1": d_hidden.sum(axis=0),
+                  "W2": hidden.T @ d_logits, "b2": d_logits.sum(axis=0)}, accuracy
+
+
+def _checked_step(result, shapes: dict[str, tuple]) -> tuple[dict[str, np.ndarray], object]:
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise ValueError("update must return a pair (new_params, new_state)")
+    new_params, state = result
+    if not isinstance(new_params, dict) or set(new_params) != set(shapes):
+        raise ValueError(f"update must return new_params as a dict with keys {sorted(shapes)}")
+    out = {}
+    for k, shape in shapes.items():
+        p = np.asarray(new_params[k], dtype=np.float64)
+        if p.shape != shape:
+            raise ValueError(f"update returned new_params[{k!r}] of shape {p.shape}, expected {shape}")
+        out[k] = p
+    return out, state
+
+
+def _round_significant(a: np.ndarray, bits: int = 20) -> np.ndarray:
+    """Round to ``bits`` mantissa bits (about 6 significant digits), so that rules equal up to
+    floating-point reassociation hash alike."""
+    mantissa, exponent = np.frexp(a)
+    return np.ldexp(np.round(np.ldexp(mantissa, bits)), exponent - bits)
+
+
+class Optimizer(Problem):
+    name = "optimizer"
+    description = ("Lion-style optimizer discovery: evolve update(params, grads, state, step, lr); "
+                   "score = -mean log-normalized training loss")
+    descriptors = DESCRIPTORS
+    timeout_s = 60.0
+
+    def __init__(self, data_dir=None, seed=0, steps=STEPS, lr_grid=LR_GRID, seeds_per_task=2):
+        super().__init__(data_dir, seed)
+        if int(steps) < 1:
+            raise ValueError(f"steps must be a positive integer, not {steps!r}")
+        lr_grid = tuple(float(lr) for lr in lr_grid)
+        if not lr_grid or not all(math.isfinite(lr) and lr > 0 for lr in lr_grid):
+            raise ValueError(f"lr_grid must be a non-empty list of positive learning rates, not {lr_grid!r}")
+        if int(seeds_per_task) < 1:
+            raise ValueError(f"seeds_per_task must be a positive integer, not {seeds_per_task!r}")
+        self.steps, self.lr_grid, self.seeds_per_task = int(steps), lr_grid, int(seeds_per_task)
+        self._instances: dict[str, dict] = {}
+
+    def instances(self, split):
+        if split not in self._instances:  # built lazily: loading scikit-learn takes about a second
+            self._instances[split] = self._build(split)
+        return self._instances[split]
+
+    def _build(self, split):
+        if split == "probe":
+            # One probe per lr, alternating models, on tiny fixed slices but with the full
+            # step budget: a rule whose behaviour depends on lr, tensor rank or a late step
+            # count must not hash like one that does not.
+            tasks = ("probe_softmax", "probe_mlp")
+            return {f"{tasks[i % 2]}_lr{lr:g}": make_instance(tasks[i % 2], 1000 * self.seed + 999, lr, self.steps)
+                    for i, lr in enumerate(self.lr_grid)}
+        if split not in SPLIT_TASKS:
+            raise ValueError(f"unknown split {split!r}")
+        # Distinct init seeds per split keep the test runs unseen during evolution.
+        base = 1000 * self.seed + (0 if split == "train" else 100)
+        return {f"{task}_s{base + s}_lr{lr:g}": make_instance(task, base + s, lr, self.steps)
+                for task in SPLIT_TASKS[split] for s in range(self.seeds_per_task) for lr in self.lr_grid}
+
+    @staticmethod
+    def run(program, instance):
+        update = program["update"]
+        # A rule that draws random numbers still gives reproducible outputs.
+        np.random.seed(instance["seed"])
+        random.seed(instance["seed"])
+        params = init_params(instance)
+        shapes = {k: p.shape for k, p in params.items()}
+        state = {}
+        with np.errstate(all="ignore"):  # divergence is detected below, not warned about
+            for step in range(instance["steps"]):
+                loss, grads, _ = loss_and_grads(instance, params)
+                if not math.isfinite(loss):
+                    return {"diverged_at_step": step}
+                params, state = _checked_step(update(params, grads, state, step, instance["lr"]), shapes)
+                if not all(np.isfinite(p).all() for p in params.values()):
+                    return {"diverged_at_step": step + 1}
+        return {"params": {k: p.tolist() for k, p in params.items()}}
+
+    def probe(self, program, instance):
+        out = self.run(program, instance)
+        if "params" in out:
+            out["params"] = {k: _round_significant(np.asarray(p)).tolist() for k, p in out["params"].items()}
+        return out
+
+    def score(self, instance, output):
+        init = init_params(instance)
+        loss0, _, _ = loss_and_grads(instance, init, grads=False)
+        if not isinstance(output, dict) or not ({"params"} <= set(output) or {"diverged_at_step"} <= set(output)):
+            raise InvalidOutput("expected a dict with 'params' or 'diverged_at_step'")
+        if "params" not in output:
+            # Only the honest harness reports divergence, and claiming it can only lower the score.
+            return self._diverged()
+        params = output["params"]
+        if not isinstance(params, dict) or set(params) != set(init):
+            raise InvalidOutput(f"params must be a dict with keys {sorted(init)}")
+        final = {}
+        for k, p0 in init.items():
+            if not isinstance(params[k], list):
+                raise InvalidOutput(f"params[{k!r}] must be a (nested) list of numbers")
+            try:
+                p = np.array(params[k], dtype=np.float64)
+            except (TypeError, ValueError) as e:
+                raise InvalidOutput(f"params[{k!r}] is not a rectangular list of numbers: {e}") from None
+            if p.shape != p0.shape:
+                raise InvalidOutput(f"params[{k!r}] has shape {p.shape}, expected {p0.shape}")
+            if not np.isfinite(p).all():
+                raise InvalidOutput(f"params[{k!r}] holds NaN or infinite values")
+            final[k] = p
+        with np.errstate(all="ignore"):
+            loss, _, accuracy = loss_and_grads(instance, final, grads=False)
+        if not math.isfinite(loss):  # finite weights so large that the logits overflow
+            return self._diverged()
+        ratio = loss / loss0
+        normalized = 1.0 - math.log(min(max(ratio, LOSS_FLOOR), 1.0)) / math.log(LOSS_FLOOR)
+        theta0 = np.concatenate([p.ravel() for p in init.values()])
+        theta = np.concatenate([final[k].ravel() for k in init])
+        delta = theta - theta0
+        delta_norm = float(np.linalg.norm(delta))
+        uniformity = float(np.abs(delta).sum() / (math.sqrt(delta.size) * delta_norm)) if delta_norm > 0 else 0.0
+        growth = math.log10(max(float(np.linalg.norm(theta)), 1e-300) / float(np.linalg.norm(theta0)))
+        return {"score": -normalized, "normalized_loss": normalized, "loss_ratio": ratio, "accuracy": accuracy,
+                "diverged": 0.0, "param_growth": growth, "update_uniformity": uniformity}
+
+    @staticmethod
+    def _diverged() -> dict[str, float]:
+        # Worst score; measurements that need finite weights are NaN (aggregate skips them).
+        return {"score": -1.0, "normalized_loss": 1.0, "loss_ratio": math.nan, "accuracy": 0.0,
+                "diverged": 1.0, "param_growth": math.nan, "update_uniformity": math.nan}
+
+    def aggregate(self, per_instance):
+        runs = list(per_instance.values())
+        finished = [m for m in runs if not m["diverged"]]
+        desc = {d.name: float(np.mean([m[d.name] for m in finished])) if finished else DIVERGED_DESCRIPTORS[d.name]
+                for d in self.descriptors}
+        metrics = {"normalized_loss": float(np.mean([m["normalized_loss"] for m in runs])),
+                   "accuracy": float(np.mean([m["accuracy"] for m in runs])),
+                   "diverged": float(np.mean([m["diverged"] for m in runs]))}
+        if finished:  # geometric mean: loss ratios span orders of magnitude
+            metrics["loss_ratio"] = float(np.exp(np.mean([math.log(max(m["loss_ratio"], 1e-300)) for m in finished])))
+        return Score(score=float(np.mean([m["score"] for m in runs])), descriptors=desc, metrics=metrics)
