@@ -42,7 +42,10 @@ def round_mantissa(x: float, bits: int) -> float:
     if not math.isfinite(x) or x == 0.0 or bits >= 53:
         return x + 0.0  # folds -0.0 into 0.0
     m, e = math.frexp(x)
-    return math.ldexp(round(m * (1 << bits)) / (1 << bits), e)
+    try:
+        return math.ldexp(round(m * (1 << bits)) / (1 << bits), e)
+    except OverflowError:  # rounded up past the largest float: keep the largest such value
+        return math.copysign(math.ldexp(1.0 - 2.0 ** -bits, e), x)
 
 
 def _canonical(value: Any, bits: int) -> Any:

@@ -12,6 +12,7 @@ JSON data; the score is computed from that data by trusted code.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import math
 import os
@@ -77,6 +78,8 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 def _lock_down(limits: Limits, scratch: str) -> None:
     os.setsid()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):  # not the worker's handlers
+        signal.signal(sig, signal.SIG_DFL)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):  # nothing the candidate prints reaches anyone
         os.dup2(devnull, fd)
@@ -85,9 +88,9 @@ def _lock_down(limits: Limits, scratch: str) -> None:
     os.environ.clear()
     os.environ.update({"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
                        "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    if limits.isolate_network and os.geteuid() == 0:
-        _libc.unshare(CLONE_NEWNET)  # best effort; reported by isolation_layers()
-    dropped = limits.drop_privileges and os.geteuid() == 0
+    if limits.isolate_network:
+        _try_unshare_net()
+    dropped = limits.drop_privileges
     if dropped:
         os.chown(scratch, NOBODY_UID, NOBODY_GID)
         os.setgroups([])
@@ -132,8 +135,12 @@ def child_main(code: str, call: Callable[[dict, Any], Any], instances: dict[str,
     try:
         if result_fd != RESULT_FD:
             os.dup2(result_fd, RESULT_FD)
-        _lock_down(limits, scratch)
-        message = _execute(code, call, instances)
+        try:
+            _lock_down(limits, scratch)
+        except Exception as e:
+            message = {"error": "crash", "reason": _one_line(f"sandbox setup failed: {type(e).__name__}: {e}")}
+        else:
+            message = _execute(code, call, instances)
         try:
             data = json.dumps(message).encode()  # NaN passes here; the trusted parser rejects it
         except (TypeError, ValueError, RecursionError) as e:
@@ -172,32 +179,40 @@ def parse_result(data: bytes) -> Outcome:
     return Outcome("crash", "malformed message on the result pipe")
 
 
-def kill_descendants(rounds: int = 10) -> int:
+def kill_descendants(rounds: int = 100) -> int:
     """SIGKILL and reap every descendant of this process (it must be a subreaper for
     re-parented orphans to show up). Returns how many were killed."""
     killed = 0
-    for _ in range(rounds):
-        procs = psutil.Process().children(recursive=True) if psutil else []
+    me = os.getpid()
+    # A live descendant implies a live or zombie child (orphans come back to the
+    # subreaper), so "no child at all" (ECHILD, one syscall) ends the common case.
+    while rounds and reap_zombies() and psutil is not None:
+        rounds -= 1
+        procs = psutil.Process().children(recursive=True)
         for p in procs:
             try:
                 p.kill()
                 killed += 1
             except psutil.NoSuchProcess:
                 pass
-        reap_zombies()
-        if not procs:
-            break
+        for p in procs:  # wait for our direct children; grandchildren come back to us as orphans
+            try:
+                if p.ppid() == me:
+                    os.waitpid(p.pid, 0)
+            except (psutil.NoSuchProcess, ChildProcessError):
+                pass
     return killed
 
 
-def reap_zombies() -> None:
+def reap_zombies() -> bool:
+    """Reap every finished child; True while some child is still running."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return False
         if pid == 0:
-            return
+            return True
 
 
 def _kill_group(pid: int) -> None:
@@ -317,15 +332,25 @@ def _try_drop() -> None:
     os.setuid(NOBODY_UID)
 
 
-def isolation_layers(limits: Limits | None = None) -> dict[str, str]:
-    """Which isolation layers a candidate child gets on this machine, in words.
-    Probes the privileged ones by forking a throwaway process."""
-    limits = limits or Limits(timeout_s=10.0, memory_mb=1024)
+def effective_limits(limits: Limits) -> Limits:
+    """``limits`` without the layers this machine cannot provide (probed once by the
+    worker, so a child never fails half-way through its lock-down)."""
     root = os.geteuid() == 0
+    return dataclasses.replace(
+        limits,
+        drop_privileges=limits.drop_privileges and root and _probe_child(_try_drop),
+        isolate_network=limits.isolate_network and root and _probe_child(_try_unshare_net))
+
+
+def isolation_layers(limits: Limits | None = None, probe: bool = True) -> dict[str, str]:
+    """Which isolation layers a candidate child gets, in words. With ``probe`` the
+    privileged layers are first checked by forking a throwaway process."""
+    requested = limits or Limits(timeout_s=10.0, memory_mb=1024)
+    limits = effective_limits(requested) if probe else requested
     layers = {
         "rlimits": (f"address space {limits.memory_mb} MiB, CPU {math.ceil(limits.timeout_s) + 1} s, "
                     f"files {FILE_SIZE_LIMIT >> 20} MiB, {OPEN_FILES_LIMIT} descriptors, no core dumps"
-                    + (f", {PROCESS_LIMIT} processes per uid" if root and limits.drop_privileges else "")),
+                    + (f", {PROCESS_LIMIT} processes per uid" if limits.drop_privileges else "")),
         "session": "setsid; the process group is SIGKILLed after every run",
         "subreaper": ("PR_SET_CHILD_SUBREAPER: descendants that escape the group are found and killed"
                       if psutil else "unavailable without psutil: only the process group is killed"),
@@ -333,12 +358,14 @@ def isolation_layers(limits: Limits | None = None) -> dict[str, str]:
         "descriptors": "stdin/stdout/stderr on /dev/null, inherited descriptors closed, clean environment",
         "filesystem": "fresh scratch directory as cwd; the rest of the filesystem is visible (no bubblewrap)",
     }
-    if root and limits.drop_privileges and _probe_child(_try_drop):
+    if limits.drop_privileges:
         layers["privileges"] = f"runs as uid {NOBODY_UID} (nobody): cannot signal or inspect the worker"
     else:
-        layers["privileges"] = "same uid as the worker: a candidate could signal or inspect it"
-    if root and limits.isolate_network and _probe_child(_try_unshare_net):
+        why = "disabled" if not requested.drop_privileges else "needs root"
+        layers["privileges"] = f"same uid as the worker ({why}): a candidate could signal or inspect it"
+    if limits.isolate_network:
         layers["network"] = "own empty network namespace: no network"
     else:
-        layers["network"] = "not isolated (needs root/CAP_SYS_ADMIN for a network namespace)"
+        why = "disabled" if not requested.isolate_network else "needs root with CAP_SYS_ADMIN"
+        layers["network"] = f"not isolated ({why})"
     return layers

@@ -2,7 +2,8 @@
 
 Protocol, one JSON line each way over the worker's stdin/stdout:
 
-1. config in: ``{"problem_folder", "data_dir", "seed", "options", "mantissa_bits"}``;
+1. config in: ``{"problem_folder", "data_dir", "seed", "options", "mantissa_bits",
+   "isolate_network", "drop_privileges", "scratch_root"}`` (all but the first optional);
    reply: ``{"ready": true, "problem", "timeout_s", "memory_mb", "isolation", "pid"}``
    or ``{"ready": false, "error": "<one line>"}`` (then the worker exits).
 2. jobs in: ``{"code", "split", "timeout_s", "memory_mb"}`` (limits may be null: the
@@ -43,9 +44,15 @@ class Worker:
         self.problem = load_problem(config["problem_folder"], data_dir=config.get("data_dir"),
                                     seed=int(config.get("seed", 0)), options=config.get("options") or {})
         self.mantissa_bits = int(config.get("mantissa_bits", DEFAULT_MANTISSA_BITS))
-        self.isolate_network = bool(config.get("isolate_network", True))
-        self.drop_privileges = bool(config.get("drop_privileges", True))
+        self.requested = sandbox.Limits(timeout_s=self.problem.timeout_s, memory_mb=self.problem.memory_mb,
+                                        isolate_network=bool(config.get("isolate_network", True)),
+                                        drop_privileges=bool(config.get("drop_privileges", True)))
+        available = sandbox.effective_limits(self.requested)
+        self.isolate_network, self.drop_privileges = available.isolate_network, available.drop_privileges
         self._instances: dict[str, dict[str, Any]] = {}
+        # Per-job scratch dirs live under one folder the pool removes with the worker.
+        self.scratch_root = config.get("scratch_root") or tempfile.mkdtemp(prefix="evosearch-worker-")
+        os.chmod(self.scratch_root, 0o711)  # a candidate under another uid may reach its own dir, not list others
 
     def limits(self, timeout_s: float | None = None, memory_mb: int | None = None) -> sandbox.Limits:
         return sandbox.Limits(timeout_s=float(timeout_s or self.problem.timeout_s),
@@ -63,7 +70,7 @@ class Worker:
     def ready_message(self) -> dict:
         return {"ready": True, "problem": self.problem.name, "timeout_s": self.problem.timeout_s,
                 "memory_mb": self.problem.memory_mb, "pid": os.getpid(),
-                "isolation": sandbox.isolation_layers(self.limits())}
+                "isolation": sandbox.isolation_layers(self.requested)}
 
     def handle(self, job: dict) -> dict:
         split = job.get("split")
@@ -74,7 +81,7 @@ class Worker:
             raise ValueError("job has no code")
         instances = self.instances(split)
         call = self.problem.probe if split == "probe" else self.problem.run
-        scratch = tempfile.mkdtemp(prefix="evosearch-")
+        scratch = tempfile.mkdtemp(prefix="job-", dir=self.scratch_root)
         try:
             outcome = sandbox.run_child(code, call, instances, self.limits(job.get("timeout_s"), job.get("memory_mb")),
                                         scratch)

@@ -34,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .launch import format_summary, new_run_dir, run_search, saved_config
+    from .problem import load_problem
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "problem")}
     if args.problem:
         flags["problem"] = args.problem
@@ -42,11 +43,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = make_config(saved_config(run_dir), load_yaml(args.config) if args.config else {}, flags)
     else:
         config = make_config(load_yaml(args.config) if args.config else {}, flags)
+    problem = load_problem(config.problem, config.data_dir, config.seed, config.problem_options)
+    if Path(config.problem).is_dir():
+        config.problem = str(problem.folder)  # absolute, so --resume works from any directory
+    if not args.resume:
         run_dir = new_run_dir(config)
     print(f"evosearch: {config.problem} with sampler {config.sampler}, {config.samples} samples, "
           f"{config.islands} islands, seed {config.seed} -> {run_dir}", file=sys.stderr)
     try:
-        summary = asyncio.run(run_search(config, run_dir))
+        summary = asyncio.run(run_search(config, problem, run_dir))
     except KeyboardInterrupt:
         print(f"\nevosearch: interrupted; continue with: evosearch run --resume {run_dir}", file=sys.stderr)
         return 130

@@ -12,7 +12,7 @@ from evaluators.pool import WorkerPool
 
 from .config import RunConfig
 from .engine import Engine
-from .problem import Problem, load_problem
+from .problem import Problem
 from .progress import Progress
 from .samplers import make_sampler
 from .samplers.base import Sampler
@@ -52,8 +52,7 @@ def build_sampler(config: RunConfig) -> Sampler:
     return make_sampler(config.sampler, **options)
 
 
-async def run_search(config: RunConfig, run_dir: Path) -> dict:
-    problem = load_problem(config.problem, config.data_dir, config.seed, config.problem_options)
+async def run_search(config: RunConfig, problem: Problem, run_dir: Path) -> dict:
     store = Store(run_dir / "evosearch.db")
     store.set_meta("config", config.to_dict())
     sampler = build_sampler(config)

@@ -36,6 +36,31 @@ def load_instances(path: str | Path) -> dict[str, dict]:
     return {name: {"capacity": int(v["capacity"]), "items": [int(x) for x in v["items"]]} for name, v in raw.items()}
 
 
+def probe_states(instance: dict, every: int = 5) -> list[dict]:
+    """Fixed inputs on which candidates' decisions are compared (functional hashing).
+
+    First, for every item size, one bin of every feasible remaining capacity: the
+    ranking of these bins is the whole decision rule of a priority that scores
+    bins one by one. Then every ``every``-th (item, bins) pair that a Best-Fit
+    packing of ``instance`` meets, for rules that look at bins jointly."""
+    capacity, items = instance["capacity"], instance["items"]
+    states = [{"item": size, "bins": list(range(size, capacity + 1))} for size in range(1, capacity + 1)]
+    bins = np.full(len(items), capacity, dtype=float)
+    for k, item in enumerate(items):
+        feasible = np.flatnonzero(bins >= item)
+        if k % every == 0:
+            states.append({"item": item, "bins": bins[feasible].tolist()})
+        bins[feasible[np.argmin(bins[feasible])]] -= item
+    return states
+
+
+def _priorities(priority, item, bins: np.ndarray) -> np.ndarray:
+    scores = np.asarray(priority(item, bins), dtype=float).reshape(-1)
+    if scores.shape != bins.shape:
+        raise ValueError(f"priority returned {scores.shape[0]} scores for {bins.shape[0]} bins")
+    return np.where(np.isnan(scores), -np.inf, scores)  # a NaN priority never wins a bin
+
+
 def l1_bound(instance: dict) -> int:
     return math.ceil(sum(instance["items"]) / instance["capacity"])
 
@@ -56,14 +81,17 @@ class BinPacking(Problem):
         if distribution not in GENERATORS:
             raise ValueError(f"distribution must be one of {sorted(GENERATORS)}, not {distribution!r}")
         self.distribution = distribution
-        self.sizes = {"probe": (2, 60), "train": (train_instances, train_items), "test": (test_instances, test_items)}
+        self.sizes = {"probe": (1, 150), "train": (train_instances, train_items), "test": (test_instances, test_items)}
 
     def instances(self, split):
         if split == "test" and self.data_dir and (self.data_dir / "bin_packing" / DATA_FILES[self.distribution]).is_file():
             return load_instances(self.data_dir / "bin_packing" / DATA_FILES[self.distribution])
         count, items = self.sizes[split]
         # Distinct seeds per split keep held-out instances unseen during evolution.
-        return GENERATORS[self.distribution](count, items, seed=1000 * self.seed + ("probe", "train", "test").index(split))
+        generated = GENERATORS[self.distribution](count, items, seed=1000 * self.seed + ("probe", "train", "test").index(split))
+        if split == "probe":
+            return {name: probe_states(inst) for name, inst in generated.items()}
+        return generated
 
     @staticmethod
     def run(program, instance):
@@ -73,13 +101,16 @@ class BinPacking(Problem):
         assignment = []
         for item in items:
             feasible = np.flatnonzero(bins >= item)
-            scores = np.asarray(priority(item, bins[feasible]), dtype=float).reshape(-1)
-            if scores.shape != feasible.shape:
-                raise ValueError(f"priority returned {scores.shape[0]} scores for {feasible.shape[0]} bins")
-            choice = int(feasible[np.argmax(scores)])
+            choice = int(feasible[np.argmax(_priorities(priority, item, bins[feasible]))])
             bins[choice] -= item
             assignment.append(choice)
         return assignment
+
+    def probe(self, program, states):
+        # Dense ranks of the priorities: equal exactly when two rules order (and tie) the bins alike,
+        # whatever their scale, so Best Fit and any monotone rewrite of it share one hash.
+        return [np.unique(_priorities(program["priority"], state["item"], np.asarray(state["bins"], dtype=float)),
+                          return_inverse=True)[1].tolist() for state in states]
 
     def score(self, instance, output):
         items, capacity = instance["items"], instance["capacity"]

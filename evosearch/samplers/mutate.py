@@ -1,0 +1,283 @@
+"""An LLM-free sampler: random AST mutations of the best parent's evolvable functions.
+
+It is the baseline every LLM run should beat, the sampler of tests and of
+reproducible runs (same ``prompt.seed`` -> same text), and, by hill climbing,
+a search in its own right. Operators, as in genetic programming:
+
+* ``constant``: perturb a numeric constant (scale or shift it; integers may become floats);
+* ``operator``: swap a binary operator (+ - * / **) or a comparison (< <= > >= == !=);
+* ``call``: swap a unary numpy call (np.exp -> np.log, np.sqrt, np.abs, ...);
+* ``drop``: delete a statement;
+* ``duplicate``: repeat a statement;
+* ``term``: grow an expression ``e`` into ``e + c * f(v)`` or ``e * (1 + c * f(v))``, where ``v``
+  is a variable in scope or a difference/ratio of two, and ``f`` a small set of shapes
+  (identity, square, root, log, decaying exponential, threshold ``v < t``, ...).
+
+Each sample applies one to three operators and returns the changed functions'
+source, the shape an LLM answer has, so it goes through ``evosearch.extract``
+like any other. The sampler only rewrites text; it never runs the code.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import math
+import random
+from typing import Callable
+
+from evosearch.program import EditError, evolvable_functions
+from evosearch.samplers.base import Prompt, Sample, Sampler, SamplerError
+
+UNARY_NP = ("exp", "log", "sqrt", "abs", "square", "log1p", "expm1", "tanh", "sign", "cbrt", "reciprocal",
+            "sin", "cos", "arctan", "floor", "ceil")
+BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
+COMPARES = (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
+# Shapes of a new term f(v): {v} is a feature, {w} another one, {t} a threshold or scale.
+# Within one evaluation a priority is a function of its inputs, so only shapes that can
+# reorder (thresholds, bumps, products with another feature) change behaviour; monotone
+# ones still matter once combined.
+TERMS = ("{v}", "{v} * {v}", "{v} * {w}", "np.sqrt(np.abs({v}))", "np.log1p(np.abs({v}))",
+         "np.exp(-np.abs({v}) / {t})", "({v} < {t})", "({v} > {t})", "({v} < {t} * {w})", "({v} == 0)",
+         "1.0 / (np.abs({v}) + {t})", "np.maximum({v}, {t})", "np.minimum({v}, {t})", "np.exp(-({v} - {t}) ** 2)")
+# How a term joins the expression e: added with a constant weight, added with a weight
+# carried by a feature (so its scale follows the data's), or as a relative change of e.
+JOINS = ("__e__ + {c} * {f}", "__e__ + {c} * {w} * {f}", "__e__ * (1 + {c} * {f})")
+OPERATORS = ("constant", "operator", "call", "drop", "duplicate", "term")
+WEIGHTS = (0.3, 0.12, 0.06, 0.08, 0.04, 0.4)
+MAX_TRIES = 50
+
+
+class MutateSampler(Sampler):
+    """Mutates ``prompt.parents[-1]`` (the best parent); deterministic in ``prompt.seed``."""
+
+    name = "mutate"
+
+    def __init__(self, max_operators: int = 3):
+        if max_operators < 1:
+            raise ValueError(f"max_operators must be at least 1, not {max_operators}")
+        self.max_operators = max_operators
+
+    async def sample(self, prompt: Prompt) -> Sample:
+        if not prompt.parents:
+            raise SamplerError("the mutate sampler needs a parent program")
+        return Sample(text=mutate(prompt.parents[-1], prompt.seed, self.max_operators), model="mutate")
+
+
+def mutate(program: str, seed: int, max_operators: int = 3) -> str:
+    """Source of the mutated evolvable functions of ``program`` (always parses, always differs)."""
+    try:
+        functions = evolvable_functions(program)
+        trees = {name: ast.parse(src).body[0] for name, src in functions.items()}
+    except (EditError, SyntaxError) as e:
+        raise SamplerError(f"cannot mutate the parent: {e}") from e
+    if not trees:
+        raise SamplerError("the parent has no evolvable function to mutate")
+    rng = random.Random(seed)
+    original = {name: ast.unparse(tree) for name, tree in trees.items()}
+    for _ in range(MAX_TRIES):  # each retry continues the same rng stream, so the result stays deterministic
+        mutated = {name: copy.deepcopy(tree) for name, tree in trees.items()}
+        count = rng.choices((1, 2, 3), weights=(0.6, 0.3, 0.1))[0]
+        for _ in range(min(count, max_operators)):
+            name = rng.choice(sorted(mutated))
+            op = rng.choices(OPERATORS, weights=WEIGHTS)[0]
+            _APPLY[op](mutated[name], rng)
+        changed = {}
+        for name, tree in mutated.items():
+            ast.fix_missing_locations(tree)
+            src = ast.unparse(tree)
+            if src != original[name]:
+                changed[name] = src
+        if changed and _compiles("\n\n\n".join(changed.values())):
+            return "\n\n\n".join(changed.values()) + "\n"
+    raise SamplerError(f"no valid mutation found in {MAX_TRIES} tries")
+
+
+def _compiles(source: str) -> bool:
+    try:
+        compile(source, "<mutant>", "exec", dont_inherit=True)  # compiles only: catches what ast.parse lets through
+        return True
+    except (SyntaxError, ValueError):
+        return False
+
+
+# --- finding places -----------------------------------------------------------
+
+def _parents(fn: ast.AST) -> dict[ast.AST, ast.AST]:
+    return {child: node for node in ast.walk(fn) for child in ast.iter_child_nodes(node)}
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+def _numeric_constants(fn: ast.FunctionDef) -> list[ast.Constant]:
+    parents = _parents(fn)
+    out = []
+    for node in ast.walk(fn):
+        if not (isinstance(node, ast.Constant) and type(node.value) in (int, float)):
+            continue
+        parent = parents.get(node)
+        # Indices, keyword arguments (axis=0) and annotations must stay as they are.
+        if isinstance(parent, (ast.Subscript, ast.Slice, ast.keyword, ast.arg)):
+            continue
+        if isinstance(parent, ast.UnaryOp) and isinstance(parents.get(parent), (ast.Subscript, ast.Slice)):
+            continue
+        out.append(node)
+    return out
+
+
+def _expressions(fn: ast.FunctionDef) -> list[ast.expr]:
+    """Value expressions that may grow: inside return values and assigned values, not call targets or indices."""
+    parents = _parents(fn)
+    roots = [n.value for n in ast.walk(fn)
+             if isinstance(n, (ast.Return, ast.Assign, ast.AugAssign, ast.AnnAssign)) and n.value is not None]
+    out = []
+    for root in roots:
+        for node in ast.walk(root):
+            if not isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Constant, ast.Compare)):
+                continue
+            parent = parents.get(node)
+            if isinstance(node, ast.Constant) and not type(node.value) in (int, float):
+                continue
+            if isinstance(parent, ast.Call) and node is parent.func or isinstance(parent, ast.Attribute):
+                continue
+            if isinstance(parent, (ast.Subscript, ast.Slice, ast.keyword)) and node is not getattr(parent, "value", None):
+                continue
+            out.append(node)
+    return out
+
+
+def _bodies(fn: ast.FunctionDef) -> list[list[ast.stmt]]:
+    return [body for node in ast.walk(fn) for field in ("body", "orelse", "finalbody")
+            if isinstance(body := getattr(node, field, None), list) and body and isinstance(body[0], ast.stmt)]
+
+
+def _variables(fn: ast.FunctionDef, at: ast.AST) -> list[str]:
+    """Arguments and names assigned by top-level statements before the one holding ``at``."""
+    names = [a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs if a.arg not in ("self", "cls")]
+    for stmt in fn.body:
+        if any(node is at for node in ast.walk(stmt)):
+            break
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id not in names:
+                names.append(node.id)
+    return names
+
+
+def _replace(fn: ast.AST, old: ast.AST, new: ast.AST) -> None:
+    for node in ast.walk(fn):
+        for field, value in ast.iter_fields(node):
+            if value is old:
+                setattr(node, field, new)
+                return
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    if item is old:
+                        value[i] = new
+                        return
+
+
+def _round(x: float) -> float:
+    """Three significant digits: readable programs, and perturbations land on a grid."""
+    return float(f"{x:.3g}")
+
+
+# --- operators ----------------------------------------------------------------
+
+def _constant(fn: ast.FunctionDef, rng: random.Random) -> None:
+    consts = _numeric_constants(fn)
+    if not consts:
+        return _term(fn, rng)
+    node = rng.choice(consts)
+    v = float(node.value)
+    kind = rng.random()
+    if kind < 0.5:
+        new = v * math.exp(rng.gauss(0, 0.3))  # relative step
+    elif kind < 0.8:
+        new = v + rng.gauss(0, max(abs(v), 1.0) * 0.5)  # absolute step, can cross zero
+    elif kind < 0.9:
+        new = -v
+    else:
+        new = float(rng.choice((0, 0.5, 1, 2, 10)))
+    node.value = _round(new) if isinstance(node.value, float) or rng.random() < 0.5 else int(round(new))
+
+
+def _operator(fn: ast.FunctionDef, rng: random.Random) -> None:
+    nodes = [n for n in ast.walk(fn) if isinstance(n, (ast.BinOp, ast.Compare))
+             and (not isinstance(n, ast.BinOp) or isinstance(n.op, BINOPS))]
+    if not nodes:
+        return _term(fn, rng)
+    node = rng.choice(nodes)
+    if isinstance(node, ast.BinOp):
+        node.op = rng.choice([op for op in BINOPS if not isinstance(node.op, op)])()
+    else:
+        i = rng.randrange(len(node.ops))
+        node.ops[i] = rng.choice([op for op in COMPARES if not isinstance(node.ops[i], op)])()
+
+
+def _call(fn: ast.FunctionDef, rng: random.Random) -> None:
+    calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and isinstance(n.func.value, ast.Name) and n.func.value.id in ("np", "numpy")
+             and n.func.attr in UNARY_NP and len(n.args) == 1]
+    if not calls:
+        return _term(fn, rng)
+    node = rng.choice(calls)
+    node.func.attr = rng.choice([f for f in UNARY_NP if f != node.func.attr])
+
+
+def _drop(fn: ast.FunctionDef, rng: random.Random) -> None:
+    # Never the function's last statement (usually its return) nor a docstring.
+    spots = [(body, i) for body in _bodies(fn) for i, s in enumerate(body)
+             if len(body) > 1 and not _is_docstring(s) and not (body is fn.body and i == len(body) - 1)
+             and not (len(body) == 2 and _is_docstring(body[0]))]
+    if not spots:
+        return _term(fn, rng)
+    body, i = rng.choice(spots)
+    del body[i]
+
+
+def _duplicate(fn: ast.FunctionDef, rng: random.Random) -> None:
+    spots = [(body, i) for body in _bodies(fn) for i, s in enumerate(body)
+             if not _is_docstring(s) and not isinstance(s, (ast.Return, ast.FunctionDef))]
+    if not spots:
+        return _term(fn, rng)
+    body, i = rng.choice(spots)
+    body.insert(i + 1, copy.deepcopy(body[i]))
+
+
+def _features(names: list[str], rng: random.Random) -> tuple[str, str]:
+    """Two features: a variable, or a difference or ratio of two (the seed's own building blocks)."""
+    def one() -> str:
+        a = rng.choice(names)
+        pick = rng.random()
+        if pick < 0.4 or len(names) < 2:
+            return a
+        b = rng.choice([n for n in names if n != a])
+        return f"({a} - {b})" if pick < 0.75 else f"({a} / {b})"
+    return one(), one()
+
+
+def _term(fn: ast.FunctionDef, rng: random.Random) -> None:
+    exprs = _expressions(fn)
+    if not exprs:
+        return
+    returns = [n.value for n in ast.walk(fn) if isinstance(n, ast.Return) and n.value is not None]
+    # Half the time grow the whole returned value: the most direct way to add a feature to a score.
+    target = rng.choice(returns) if returns and rng.random() < 0.5 else rng.choice(exprs)
+    names = _variables(fn, target)
+    if not names:
+        return
+    v, w = _features(names, rng)
+    t = _round(10 ** rng.uniform(-1, 2))
+    shape = rng.choice(TERMS).format(v=v, w=w, t=t)
+    c = _round(rng.choice((-1, 1)) * 10 ** rng.uniform(-2, 1.5))
+    new = ast.parse(rng.choice(JOINS).format(c=c, w=rng.choice(names), f=shape), mode="eval").body
+    # Every join holds __e__ as the left operand of its top BinOp.
+    new.left = copy.deepcopy(target)
+    _replace(fn, target, new)
+
+
+_APPLY: dict[str, Callable[[ast.FunctionDef, random.Random], None]] = {
+    "constant": _constant, "operator": _operator, "call": _call, "drop": _drop, "duplicate": _duplicate,
+    "term": _term,
+}

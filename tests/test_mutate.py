@@ -1,0 +1,138 @@
+"""The LLM-free mutation sampler (evosearch.samplers.mutate)."""
+import ast
+import asyncio
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evosearch.extract import extract_functions
+from evosearch.problem import load_problem
+from evosearch.program import blocks, evolvable_functions, replace_functions
+from evosearch.samplers.base import Prompt, SamplerError
+from evosearch.samplers.mutate import MutateSampler, mutate
+
+SKELETON = load_problem("bin_packing").skeleton
+
+# A bigger parent: two evolve blocks, trusted code between them, loops, branches, numpy calls.
+RICH = '''import numpy as np
+
+SCALE = 3
+
+
+def trusted(x):
+    return x * 2 + 1
+
+
+# EVOLVE-BLOCK-START
+def priority(item: float, bins: np.ndarray) -> np.ndarray:
+    """Doc string stays."""
+    gap = bins - item
+    score = -gap + 0.5 * np.exp(-gap / 10)
+    if item > 50:
+        score = score * 2
+    for k in range(3):
+        score += k * np.sqrt(np.abs(gap))
+    return score + (gap < 5) * 3.0
+# EVOLVE-BLOCK-END
+
+
+def also_trusted(y):
+    return y - 1
+
+
+# EVOLVE-BLOCK-START
+def helper(values, weight=2):
+    return np.log1p(np.abs(values)) * weight if weight >= 1 else values[0]
+# EVOLVE-BLOCK-END
+'''
+NAMES = ["priority", "helper"]
+
+
+def draw(parent, seed):
+    return asyncio.run(MutateSampler().sample(Prompt("", "", ["unused worse parent", parent], NAMES, seed)))
+
+
+def outside_blocks(code):
+    lines = code.splitlines()
+    keep, inside = [], False
+    for line in lines:
+        if line.strip().startswith("# EVOLVE-BLOCK-START"):
+            inside = True
+        elif line.strip().startswith("# EVOLVE-BLOCK-END"):
+            inside = False
+        elif not inside:
+            keep.append(line)
+    return keep
+
+
+def test_same_seed_same_text_and_seeds_differ():
+    a, b = draw(RICH, 7), draw(RICH, 7)
+    assert a.text == b.text and a.model == "mutate"
+    assert len({draw(RICH, s).text for s in range(20)}) > 15
+
+
+def test_mutates_the_best_parent_only():
+    # The best parent is last; the worse one is not a program at all and must not be read.
+    assert "def priority" in draw(SKELETON, 1).text
+
+
+@pytest.mark.parametrize("parent", [SKELETON, RICH], ids=["bin_packing", "rich"])
+def test_500_draws_parse_change_something_and_stay_inside_the_blocks(parent):
+    before = evolvable_functions(parent)
+    for seed in range(500):
+        text = mutate(parent, seed)
+        new = extract_functions(text, NAMES, program=parent)
+        assert set(new) <= set(before), seed
+        assert any(ast.dump(ast.parse(new[n])) != ast.dump(ast.parse(before[n])) for n in new), seed
+        child = replace_functions(parent, new)
+        ast.parse(child)
+        compile(child, "<child>", "exec")
+        assert outside_blocks(child) == outside_blocks(parent), seed
+        assert len(blocks(child)) == len(blocks(parent))
+
+
+def test_growth_over_generations_stays_valid():
+    # A lineage of 60 children, each mutating the last: the text keeps parsing as it grows.
+    program = SKELETON
+    for seed in range(60):
+        program = replace_functions(program, extract_functions(mutate(program, seed), ["priority"]))
+    assert ast.parse(program)
+    assert len(evolvable_functions(program)["priority"]) > len(evolvable_functions(SKELETON)["priority"])
+
+
+def test_every_operator_shows_up():
+    texts = [mutate(RICH, s) for s in range(300)]
+    joined = "\n".join(texts)
+    assert any("np.exp" not in t and "np.sqrt(np.abs(gap))" in t and "def priority" in t for t in texts)  # call swap
+    assert "(gap < " in joined or "< " in joined
+    counts = [t.count("score = score * 2") for t in texts if "def priority" in t]
+    assert 0 in counts and 2 in counts  # a statement dropped and one duplicated
+    floats = [t for t in texts if "for k in range(3)" not in t and "def priority" in t]
+    assert floats  # the loop statement was dropped at least once
+    assert any("item + " in t or "gap + " in t or "* (1 + " in t for t in texts)  # a new term
+
+
+def test_constants_in_indices_and_keywords_are_left_alone():
+    for seed in range(200):
+        text = mutate(RICH, seed)
+        if "def helper" in text:
+            assert "values[0]" in text or "values[" not in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=2**63 - 1))
+def test_any_seed_gives_a_parsable_change(seed):
+    text = mutate(SKELETON, seed)
+    (fn,) = ast.parse(text).body
+    assert fn.name == "priority"
+    assert text != evolvable_functions(SKELETON)["priority"]
+
+
+def test_needs_a_parent_with_evolvable_code():
+    with pytest.raises(SamplerError, match="needs a parent"):
+        asyncio.run(MutateSampler().sample(Prompt("", "", [], ["priority"], 0)))
+    with pytest.raises(SamplerError, match="cannot mutate the parent: no # EVOLVE-BLOCK-START"):
+        mutate("def f():\n    return 1\n", 0)
+    with pytest.raises(ValueError):
+        MutateSampler(max_operators=0)
