@@ -180,7 +180,10 @@ def test_wrong_length_output_is_invalid(loop, pool):
     # Cheat: shorten the sandbox's copy of the instance; the trusted side holds its own.
     body = '''
         import sys
-        items = sys._getframe(1).f_locals["items"]
+        frame = sys._getframe(1)
+        while "items" not in frame.f_locals:
+            frame = frame.f_back
+        items = frame.f_locals["items"]
         if len(items) > 10:
             del items[10:]
         return -(bins - item)
@@ -195,7 +198,10 @@ def test_huge_output_is_invalid_not_a_worker_crash(loop, pool):
         import sys
         if not padded:  # once: about 70 MB of JSON in the first instance's output
             padded.append(True)
-            sys._getframe(1).f_locals["assignment"].extend(["x" * 1000] * 70000)
+            frame = sys._getframe(1)
+            while "assignment" not in frame.f_locals:
+                frame = frame.f_back
+            frame.f_locals["assignment"].extend(["x" * 1000] * 70000)
         return -(bins - item)
     '''
     reply = run(loop, pool, candidate(body, prelude="padded = []"))

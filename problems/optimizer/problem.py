@@ -13,7 +13,7 @@ import math
 import random
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from evosearch.problem import Descriptor, InvalidOutput, Problem, Score
 
@@ -38,7 +38,11 @@ DESCRIPTORS = (
 # and nothing can be said about the shape of its displacement.
 DIVERGED_DESCRIPTORS = {"param_growth": 1.5, "update_uniformity": 0.5}
 
-# (split, task name) -> data set, model, hidden width, number of samples (None = all).
+# Found here, on the trusted side: a sandboxed run under another uid may be unable to
+# read the library files that threadpoolctl inspects.
+BLAS = ThreadpoolController()
+
+# Task name -> data set, model, hidden width, number of samples (None = all).
 TASKS = {
     "softmax_digits": ("digits", "softmax", 0, None),
     "mlp_cancer": ("breast_cancer", "mlp", 32, None),
@@ -182,7 +186,7 @@ class Optimizer(Problem):
         # One BLAS thread: these matrices are small, and with workers side by side extra
         # threads only contend (10x slower measured on a loaded 2-core machine). Overflow
         # warnings are silenced: divergence is detected below.
-        with threadpool_limits(limits=1, user_api="blas"), np.errstate(all="ignore"):
+        with BLAS.limit(limits=1, user_api="blas"), np.errstate(all="ignore"):
             for step in range(instance["steps"]):
                 loss, grads, _ = loss_and_grads(instance, params)
                 if not math.isfinite(loss):
