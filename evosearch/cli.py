@@ -29,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run stored in RUN_DIR (flags given here override)")
     add_arguments(run)
     sub.add_parser("problems", help="list available problems")
+    sub.add_parser("doctor", help="show which sandbox isolation layers are active on this machine")
     return top
 
 
@@ -68,10 +69,19 @@ def cmd_problems(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from evaluators.sandbox import isolation_layers
+    layers = isolation_layers()
+    width = max(map(len, layers))
+    for layer, state in layers.items():
+        print(f"{layer:<{width}}  {state}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "problems": cmd_problems}[args.command](args)
+        return {"run": cmd_run, "problems": cmd_problems, "doctor": cmd_doctor}[args.command](args)
     except _user_errors() as e:
         print(f"evosearch: error: {e}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -60,6 +61,8 @@ async def run_search(config: RunConfig, problem: Problem, run_dir: Path) -> dict
         await sampler.check()
         async with WorkerPool(problem.folder, config.data_dir, config.seed, config.problem_options,
                               workers=config.workers) as pool:
+            if not config.quiet:
+                print(f"sandbox layers: {', '.join(pool.info['isolation'])} (details: evosearch doctor)", file=sys.stderr)
             evaluator = Evaluator(pool, timeout_s=config.timeout_s, memory_mb=config.memory_mb, use_probe=config.probe)
             progress = None if config.quiet else Progress(config.samples)
             engine = Engine(config, problem, store, sampler, evaluator, progress)
