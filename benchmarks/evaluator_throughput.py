@@ -1,13 +1,28 @@
-"""Evaluator throughput: sandbox fork overhead and pool evaluations per second.
+"""Evaluator throughput: the sandbox against spawning a Python per candidate and against no sandbox.
 
-    python benchmarks/evaluator_throughput.py [--workers 2] [--jobs 200] [--out evaluator_throughput.json]
+    python benchmarks/evaluator_throughput.py [--workers 2] [--seconds 24] [--out evaluator_throughput.json]
 
-Rows:
-* fork overhead: one sandboxed child that runs an empty program on one no-op
-  instance, timed in-process (fork, lock-down, exec, result pipe, reap), with and
-  without the root-only layers (network namespace, uid drop);
-* pool, trivial candidate: bin_packing probe split, ``return bins``;
-* pool, Best-Fit on train (5 x 1000 items).
+Two candidates, each scored on bin packing's train split by the same trusted scorer:
+
+* trivial: ``return bins`` on one 1-item instance: the evaluation itself costs
+  nothing, so the rate is the sandbox's own overhead;
+* Best-Fit on the real train split (5 instances x 1000 items).
+
+Ways to evaluate them, side by side (measured in interleaved rounds, so load on
+a shared machine hits every way alike):
+
+* in-process: exec + the problem's ``run`` + scoring in this process, no isolation;
+* unsandboxed fork: this warm process forks a child per candidate, which runs it
+  and sends JSON back on a pipe; no limits, no lock-down;
+* sandboxed: ``WorkerPool`` end to end (asyncio -> worker -> forked, locked-down
+  child -> trusted scoring), with every layer active here (bubblewrap where it
+  works), and once more without bubblewrap;
+* spawn per candidate: a fresh ``python`` per candidate that imports numpy and
+  the problem, runs the candidate and prints JSON (what FunSearch's, LLM4AD's
+  and ShinkaEvolve's evaluators do).
+
+One-at-a-time rates compare per-candidate costs; the pool and spawn are also
+measured with ``--workers`` in parallel.
 """
 from __future__ import annotations
 
@@ -15,69 +30,175 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import statistics
-import tempfile
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from evaluators import sandbox
 from evaluators.pool import WorkerPool
+from evosearch.problem import load_problem
 
-TRIVIAL = "def priority(item, bins):\n    return bins\n"
-BEST_FIT = "def priority(item, bins):\n    return -(bins - item)\n"
+CANDIDATES = {
+    "trivial": ("def priority(item, bins):\n    return bins\n", {"train_instances": 1, "train_items": 1}),
+    "best_fit": ("import numpy as np\n\ndef priority(item, bins):\n    return -(bins - item)\n", {}),
+}
+SPAWNED = """import json, sys
+import numpy
+from evosearch.problem import load_problem
+problem = load_problem("bin_packing", options=json.loads(sys.argv[1]))
+namespace = {}
+exec(sys.stdin.read(), namespace)
+print(json.dumps({name: problem.run(namespace, inst) for name, inst in problem.instances("train").items()}))
+"""
+REPO = str(Path(__file__).resolve().parent.parent)
 
 
-def fork_overhead_ms(runs: int, **layers) -> float:
-    limits = sandbox.effective_limits(sandbox.Limits(timeout_s=10.0, memory_mb=1024, **layers))
-    times = []
-    for _ in range(runs):
-        scratch = tempfile.mkdtemp(prefix="evosearch-bench-")
-        start = time.perf_counter()
-        outcome = sandbox.run_child("", lambda ns, inst: None, {"x": None}, limits, scratch)
-        times.append(time.perf_counter() - start)
-        shutil.rmtree(scratch, ignore_errors=True)
-        assert outcome.status == "ok", outcome
-    return 1000 * statistics.median(times)
+class Case:
+    """One candidate with the trusted side that scores its raw outputs."""
+
+    def __init__(self, code: str, options: dict):
+        self.code, self.options = code, options
+        self.problem = load_problem("bin_packing", options=options)
+        self.instances = self.problem.instances("train")
+
+    def score(self, outputs: dict) -> float:
+        per = {name: self.problem.score(inst, outputs[name]) for name, inst in self.instances.items()}
+        return self.problem.aggregate(per).score
+
+    def in_process(self) -> float:
+        namespace = {}
+        exec(self.code, namespace)
+        return self.score({name: self.problem.run(namespace, inst) for name, inst in self.instances.items()})
+
+    def fork(self) -> float:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                namespace = {}
+                exec(self.code, namespace)
+                data = json.dumps({n: self.problem.run(namespace, i) for n, i in self.instances.items()}).encode()
+                while data:
+                    data = data[os.write(write_fd, data):]
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        chunks = []
+        while chunk := os.read(read_fd, 1 << 20):
+            chunks.append(chunk)
+        os.close(read_fd)
+        os.waitpid(pid, 0)
+        return self.score(json.loads(b"".join(chunks)))
+
+    def spawn(self) -> float:
+        env = {**os.environ, "PYTHONPATH": REPO, "OPENBLAS_NUM_THREADS": "1"}
+        done = subprocess.run([sys.executable, "-c", SPAWNED, json.dumps(self.options)], input=self.code,
+                              capture_output=True, text=True, env=env, check=True)
+        return self.score(json.loads(done.stdout))
 
 
-async def pool_rate(pool: WorkerPool, codes: list[str], split: str) -> float:
+def timed(fn, seconds: float, parallel: int = 1) -> tuple[int, float]:
+    """Calls of ``fn`` completed in about ``seconds`` with ``parallel`` callers: (count, elapsed)."""
+    stop = time.perf_counter() + seconds
     start = time.perf_counter()
-    replies = await asyncio.gather(*(pool.run(code, split) for code in codes))
-    elapsed = time.perf_counter() - start
-    assert all(r["status"] == "ok" for r in replies), replies[0]
-    return len(codes) / elapsed
+
+    def loop():
+        n = 0
+        while True:
+            fn()
+            n += 1
+            if time.perf_counter() >= stop:
+                return n
+    if parallel == 1:
+        count = loop()
+    else:
+        with ThreadPoolExecutor(parallel) as ex:
+            count = sum(ex.map(lambda _: loop(), range(parallel)))
+    return count, time.perf_counter() - start
 
 
-async def main() -> None:
+async def pool_timed(pool: WorkerPool, code: str, seconds: float, parallel: int) -> tuple[int, float]:
+    stop = time.perf_counter() + seconds
+    start = time.perf_counter()
+
+    async def loop():
+        n = 0
+        while True:
+            reply = await pool.run(code, "train")
+            assert reply["status"] == "ok", reply
+            n += 1
+            if time.perf_counter() >= stop:
+                return n
+    counts = await asyncio.gather(*(loop() for _ in range(parallel)))
+    return sum(counts), time.perf_counter() - start
+
+
+async def measure(workers: int, seconds: float, rounds: int) -> dict:
+    results = {}
+    for name, (code, options) in CANDIDATES.items():
+        case = Case(code, options)
+        expected = case.in_process()
+        assert case.fork() == case.spawn() == expected
+        pools = {"sandboxed": WorkerPool("bin_packing", options=options, workers=1),
+                 "sandboxed, no bubblewrap": WorkerPool("bin_packing", options=options, workers=1, bubblewrap=False),
+                 f"sandboxed, {workers} workers": WorkerPool("bin_packing", options=options, workers=workers)}
+        for pool in pools.values():
+            await pool.start()
+            assert (await pool.run(code, "train"))["score"] == expected  # warm: instances built in the worker
+        totals = {}
+
+        def add(way, counted):
+            count, elapsed = totals.get(way, (0, 0.0))
+            totals[way] = (count + counted[0], elapsed + counted[1])
+        slice_s = seconds / rounds / (4 + len(pools))
+        for _ in range(rounds):
+            add("in-process", timed(case.in_process, slice_s))
+            add("unsandboxed fork", timed(case.fork, slice_s))
+            for way, pool in pools.items():
+                add(way, await pool_timed(pool, code, slice_s, pool.workers))
+            add("spawn per candidate", timed(case.spawn, slice_s))
+            add(f"spawn per candidate, {workers} in parallel", timed(case.spawn, slice_s, workers))
+        isolation = pools["sandboxed"].info["isolation"]
+        for pool in pools.values():
+            await pool.close()
+        rates = {way: count / elapsed for way, (count, elapsed) in totals.items()}
+        results[name] = {"rates": rates, "counts": {way: c for way, (c, _) in totals.items()},
+                         "ratios": {
+                             "sandboxed / spawn per candidate": rates["sandboxed"] / rates["spawn per candidate"],
+                             f"sandboxed / spawn, {workers} in parallel":
+                                 rates[f"sandboxed, {workers} workers"]
+                                 / rates[f"spawn per candidate, {workers} in parallel"],
+                             "unsandboxed fork / sandboxed": rates["unsandboxed fork"] / rates["sandboxed"],
+                             "in-process / sandboxed": rates["in-process"] / rates["sandboxed"]},
+                         "isolation": isolation}
+    return results
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=24.0, help="measuring time per candidate")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="evaluator_throughput.json")
     args = parser.parse_args()
-
-    sandbox.become_subreaper()
-    rows = {
-        "fork overhead, all layers (ms)": fork_overhead_ms(100),
-        "fork overhead, rlimits + setsid only (ms)": fork_overhead_ms(100, isolate_network=False,
-                                                                       drop_privileges=False),
-    }
-    async with WorkerPool("bin_packing", workers=args.workers) as pool:
-        await pool_rate(pool, [TRIVIAL] * 4, "probe")  # instances cached in every worker
-        await pool_rate(pool, [BEST_FIT] * 4, "train")
-        rows[f"pool, trivial candidate, probe split (evals/s, {args.workers} workers)"] = \
-            await pool_rate(pool, [TRIVIAL] * args.jobs, "probe")
-        rows[f"pool, Best-Fit, train split (evals/s, {args.workers} workers)"] = \
-            await pool_rate(pool, [BEST_FIT] * max(args.jobs // 4, 8), "train")
-        rows["isolation"] = pool.info["isolation"]
-    rows["cpus"] = os.cpu_count()
-    width = max(len(k) for k in rows)
-    for key, value in rows.items():
-        if isinstance(value, float):
-            print(f"{key:<{width}}  {value:8.1f}")
-    with open(args.out, "w") as f:
-        json.dump(rows, f, indent=2)
+    results = asyncio.run(measure(args.workers, args.seconds, args.rounds))
+    ways = list(next(iter(results.values()))["rates"])
+    width = max(map(len, ways + list(next(iter(results.values()))["ratios"])))
+    print(f"{'evaluations/s':<{width}}  " + "  ".join(f"{name:>10}" for name in results))
+    for way in ways:
+        print(f"{way:<{width}}  " + "  ".join(f"{r['rates'][way]:10.1f}" for r in results.values()))
+    print(f"{'ratios':<{width}}")
+    for ratio in next(iter(results.values()))["ratios"]:
+        print(f"{ratio:<{width}}  " + "  ".join(f"{r['ratios'][ratio]:9.1f}x" for r in results.values()))
+    print("targets (trivial): sandboxed / spawn >= 30x; unsandboxed fork / sandboxed <= 3x")
+    layers = next(iter(results.values()))["isolation"]
+    print("sandbox layers: " + ", ".join(k for k, v in layers.items() if v.startswith("active")))
+    results["cpus"] = os.cpu_count()
+    results["load_average"] = os.getloadavg()
+    Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -1,11 +1,12 @@
 """A pool of warm evaluation workers, driven from asyncio.
 
 Each worker is a separate Python process (``python -m evaluators.worker``,
-started with ``subprocess.Popen``, never forked from the driver) that has
-already imported numpy and loaded the problem. Concurrency is the number of
-workers: a job waits for an idle worker, and the blocking pipe I/O runs in a
-dedicated thread pool. A worker that dies is replaced; one that served
-``recycle_every`` jobs is restarted, so leaks in problem code stay bounded.
+started with ``subprocess.Popen`` and a clean environment, never forked from the
+driver) that has already imported numpy and loaded the problem; where bubblewrap
+works, the worker runs inside it (see :mod:`evaluators.bubblewrap`). Concurrency
+is the number of workers: a job waits for an idle worker, and the blocking pipe
+I/O runs in a dedicated thread pool. A worker that dies is replaced; one that
+served ``recycle_every`` jobs is restarted, so leaks in problem code stay bounded.
 """
 from __future__ import annotations
 
@@ -26,17 +27,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-try:
-    import psutil
-except ImportError:  # pragma: no cover - psutil is a declared dependency
-    psutil = None
+import psutil
 
-from evaluators.hashing import DEFAULT_MANTISSA_BITS
+from evaluators import bubblewrap, sandbox
 
 REPLY_LIMIT = 4 << 20  # worker replies are small (score, metrics); a bigger one means a broken worker
 START_TIMEOUT_S = 120.0
 GUARD_S = 30.0  # on top of a job's timeout: time the worker gets to kill, clean up and score
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+SCRATCH_MB = 128  # bubblewrap: size of the private /tmp that holds every job's scratch directory
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+# The only variables a worker inherits: no API keys or tokens reach it, nor its candidates.
+_PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "LD_LIBRARY_PATH")
 
 
 class PoolError(RuntimeError):
@@ -49,22 +50,54 @@ class WorkerDied(Exception):
 
 def _failure(status: str, reason: str, eval_s: float = 0.0) -> dict:
     return {"status": status, "reason": reason, "score": None, "descriptors": {}, "metrics": {},
-            "functional_hash": None, "eval_s": eval_s}
+            "functional_hash": None, "eval_s": eval_s, "output": ""}
+
+
+def _worker_env() -> dict[str, str]:
+    env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+    # One BLAS thread per worker: workers are the unit of parallelism, and forking a
+    # process that owns BLAS threads is unsafe.
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")])))
+    return env
+
+
+def _needed_paths(problem_folder: str | None, data_dir: str | None) -> list[str]:
+    """What a worker reads besides Python itself: the engine's packages, the problem, its data."""
+    import evosearch.problem
+
+    paths = [Path(__file__).resolve().parent, Path(evosearch.problem.__file__).resolve().parent,
+             evosearch.problem.BUILTIN_DIR]
+    if problem_folder:
+        paths.append(evosearch.problem.resolve_folder(problem_folder))
+    if data_dir:
+        paths.append(Path(data_dir))
+    return [str(p) for p in paths]
 
 
 class _WorkerProcess:
-    """One ``evaluators.worker`` process and its line protocol (blocking calls)."""
+    """One ``evaluators.worker`` process (inside bwrap when the pool uses it) and its
+    line protocol (blocking calls)."""
 
-    def __init__(self, config: dict, start_timeout_s: float):
-        env = dict(os.environ)
-        # One BLAS thread per worker: workers are the unit of parallelism, and forking a
-        # process that owns BLAS threads is unsafe.
-        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   PYTHONPATH=os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")])))
-        self.scratch_root = tempfile.mkdtemp(prefix="evosearch-worker-")
-        config = {**config, "scratch_root": self.scratch_root}
-        self.proc = subprocess.Popen([sys.executable, "-m", "evaluators.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, bufsize=0)
+    def __init__(self, config: dict, start_timeout_s: float, bwrap_paths: list[str] | None):
+        env = _worker_env()
+        argv = [sys.executable, "-P", "-m", "evaluators.worker"]  # -P: no cwd on sys.path
+        if bwrap_paths is not None:
+            self.scratch_root = None
+            env["HOME"] = bubblewrap.SCRATCH
+            config = {**config, "scratch_root": bubblewrap.SCRATCH}
+            argv = bubblewrap.command(argv, env, bwrap_paths, config["scratch_mb"])
+        else:
+            self.scratch_root = tempfile.mkdtemp(prefix="evosearch-worker-")
+            env["HOME"] = self.scratch_root
+            config = {**config, "scratch_root": self.scratch_root}
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0,
+                                     cwd=self.scratch_root or "/")
+        self.uid = None
+        if config.get("drop_privileges") and os.geteuid() == 0:
+            # Unique among live workers (the pid is): candidates of two workers never share a uid,
+            # so they cannot signal each other, and "kill every process of this uid" is exact.
+            self.uid = config["uid"] = sandbox.CANDIDATE_UID_BASE + self.proc.pid
         self.jobs = 0
         self._buffer = b""
         try:
@@ -76,6 +109,21 @@ class _WorkerProcess:
         if not self.info.get("ready"):
             self.kill()
             raise PoolError(f"evaluation worker cannot load the problem: {self.info.get('error')}")
+        self.pid = self._worker_pid()
+        if not self.info.get("isolation", {}).get("privileges", "").startswith("active"):
+            self.uid = None
+
+    def _worker_pid(self) -> int:
+        """Host pid of the worker itself (under bwrap, a child of the bwrap process)."""
+        if self.scratch_root is not None:
+            return self.proc.pid
+        try:
+            for p in psutil.Process(self.proc.pid).children(recursive=True):
+                if p.name() != "bwrap":
+                    return p.pid
+        except psutil.Error:
+            pass
+        return self.proc.pid
 
     @property
     def alive(self) -> bool:
@@ -122,12 +170,10 @@ class _WorkerProcess:
         kills its running candidate's process tree; SIGKILL (plus a sweep of the
         descendants, which the worker could not do itself) if it does not comply."""
         if self.proc.poll() is None:
-            descendants = []
-            if psutil is not None:
-                try:
-                    descendants = psutil.Process(self.proc.pid).children(recursive=True)
-                except psutil.Error:
-                    pass
+            try:
+                descendants = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.Error:
+                descendants = []
             try:
                 self.proc.send_signal(signal.SIGTERM)
                 self.proc.wait(grace_s)
@@ -139,12 +185,14 @@ class _WorkerProcess:
                     p.kill()
                 except psutil.Error:
                     pass
+            psutil.wait_procs(descendants, timeout=5)  # not our children: wait until they are gone
         for stream in (self.proc.stdin, self.proc.stdout):
             try:
                 stream.close()
             except OSError:
                 pass
-        shutil.rmtree(self.scratch_root, ignore_errors=True)  # what a killed job left behind
+        if self.scratch_root is not None:  # (under bubblewrap, scratch is a tmpfs that died with the worker)
+            shutil.rmtree(self.scratch_root, ignore_errors=True)  # what a killed job left behind
 
 
 def _kill_all(slots: list) -> None:
@@ -168,25 +216,38 @@ class WorkerPool:
 
     ``await pool.run(code, split)`` returns the worker's reply: a dict with
     ``status``, ``reason``, ``score``, ``descriptors``, ``metrics``,
-    ``functional_hash`` (split "probe" only) and ``eval_s``.
+    ``functional_hash`` (split "probe" only), ``eval_s`` and ``output`` (what the
+    candidate printed, capped; shown, never believed).
+
+    ``bubblewrap``: None uses it where it works, True requires it (PoolError
+    naming why not), False never uses it. ``drop_privileges`` (root only) runs
+    every candidate under a uid of its own; ``isolate_network`` gives each
+    worker an empty network namespace even without bubblewrap (root only).
+    ``pool.info["isolation"]`` says which layers are active and why any is missing.
     """
 
     def __init__(self, problem_folder: str | Path, data_dir: str | Path | None = None, seed: int = 0,
                  options: dict[str, Any] | None = None, workers: int = 2, recycle_every: int = 200,
-                 mantissa_bits: int = DEFAULT_MANTISSA_BITS, isolate_network: bool = True,
-                 drop_privileges: bool = True, start_timeout_s: float = START_TIMEOUT_S):
+                 mantissa_bits: int | None = None, isolate_network: bool = True, drop_privileges: bool = True,
+                 bubblewrap: bool | None = None, scratch_mb: int = SCRATCH_MB,
+                 start_timeout_s: float = START_TIMEOUT_S):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         if recycle_every < 1:
             raise ValueError(f"recycle_every must be at least 1, not {recycle_every}")
-        self.config = {"problem_folder": str(problem_folder), "data_dir": str(data_dir) if data_dir else None,
-                       "seed": seed, "options": options or {}, "mantissa_bits": mantissa_bits,
-                       "isolate_network": isolate_network, "drop_privileges": drop_privileges}
+        if scratch_mb < 1:
+            raise ValueError(f"scratch_mb must be at least 1, not {scratch_mb}")
+        self.config = {"problem_folder": str(problem_folder) if problem_folder else None,
+                       "data_dir": str(data_dir) if data_dir else None, "seed": seed, "options": options or {},
+                       "mantissa_bits": mantissa_bits, "isolate_network": isolate_network,
+                       "drop_privileges": drop_privileges, "scratch_mb": scratch_mb}
+        self.bubblewrap = bubblewrap
         self.workers = workers
         self.recycle_every = recycle_every
         self.start_timeout_s = start_timeout_s
-        self.info: dict[str, Any] = {}  # the first worker's ready message: problem, timeout_s, memory_mb, isolation
+        self.info: dict[str, Any] = {}  # the first worker's ready message: problem, timeout_s, isolation, cascade...
         self.restarts = 0
+        self._bwrap_paths: list[str] | None = None
         self._slots: list[_WorkerProcess | None] = [None] * workers
         self._idle: asyncio.Queue[int] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -196,12 +257,34 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _choose_sandbox(self) -> None:
+        why = "disabled" if self.bubblewrap is False else bubblewrap.unusable_reason()
+        if why is None:
+            self.config.update(sandbox="bubblewrap", bubblewrap=bubblewrap.version())
+            try:
+                needed = _needed_paths(self.config["problem_folder"], self.config["data_dir"])
+            except Exception:  # an unknown problem: the worker names it in one line
+                needed = _needed_paths(None, None)
+            self._bwrap_paths = bubblewrap.readonly_paths(needed, private=[os.getcwd(), _PACKAGE_ROOT])
+        elif self.bubblewrap:
+            raise PoolError(f"bubblewrap required but unusable: {why}")
+        else:
+            self.config.update(sandbox="plain", bubblewrap=why)
+
+    def start_blocking(self) -> "WorkerPool":
+        """Start one worker in this thread (no event loop), for reports such as `evosearch doctor`."""
+        self._choose_sandbox()
+        self._slots[0] = self._spawn_process()
+        self.info = self._slots[0].info
+        return self
+
     async def start(self) -> "WorkerPool":
         """Start every worker; raises PoolError (one line) if the problem cannot be loaded."""
         if self._closed:
             raise PoolError("the evaluation pool is closed")
         if self._started:
             return self
+        self._choose_sandbox()
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evaluator-pool")
         self._idle = asyncio.Queue()
         _live_pools.add(self)
@@ -219,8 +302,11 @@ class WorkerPool:
         self._started = True
         return self
 
+    def _spawn_process(self) -> _WorkerProcess:
+        return _WorkerProcess(dict(self.config), self.start_timeout_s, self._bwrap_paths)
+
     def _spawn(self, slot: int) -> _WorkerProcess:
-        worker = _WorkerProcess(self.config, self.start_timeout_s)
+        worker = self._spawn_process()
         with self._lock:
             if self._closed:  # close() ran while this one was starting
                 worker.kill()
@@ -241,6 +327,10 @@ class WorkerPool:
             _kill_all(self._slots)
         _live_pools.discard(self)
 
+    def close_blocking(self) -> None:
+        self._closed = True
+        _kill_all(self._slots)
+
     async def __aenter__(self) -> "WorkerPool":
         return await self.start()
 
@@ -249,21 +339,29 @@ class WorkerPool:
 
     @property
     def pids(self) -> list[int]:
-        """Process ids of the live workers (for tests and `doctor`-style reports)."""
-        return [w.proc.pid for w in self._slots if w is not None and w.alive]
+        """Host process ids of the live workers themselves (for tests and reports)."""
+        return [w.pid for w in self._slots if w is not None and w.alive]
+
+    @property
+    def candidate_uids(self) -> list[int]:
+        """The uids the live workers run candidates under (empty without privilege dropping)."""
+        return [w.uid for w in self._slots if w is not None and w.alive and w.uid is not None]
 
     # ------------------------------------------------------------------ jobs
 
     async def run(self, code: str, split: str, timeout_s: float | None = None,
                   memory_mb: int | None = None) -> dict:
-        """Evaluate ``code`` on ``split`` ("probe", "train" or "test") in a sandbox.
-        Candidate failures come back as a status, never as an exception."""
-        if split not in ("probe", "train", "test"):
-            raise ValueError(f"split must be 'probe', 'train' or 'test', not {split!r}")
+        """Evaluate ``code`` on ``split`` ("probe", "train", "test" or a cascade stage's split)
+        in a sandbox. Candidate failures come back as a status, never as an exception."""
+        if not isinstance(split, str) or not split:
+            raise ValueError(f"split must be a split name, not {split!r}")
         if not self._started:
             await self.start()
         if self._closed:
             raise PoolError("the evaluation pool is closed")
+        allowed = {"probe", "test"} | {stage["split"] for stage in self.info.get("cascade") or [{"split": "train"}]}
+        if split not in allowed:
+            raise ValueError(f"split must be one of {sorted(allowed)}, not {split!r}")
         timeout = float(timeout_s or self.info.get("timeout_s") or 10.0)
         job = {"code": code, "split": split, "timeout_s": timeout, "memory_mb": memory_mb}
         loop = asyncio.get_running_loop()

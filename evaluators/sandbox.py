@@ -1,42 +1,45 @@
 """One candidate run in a forked, OS-limited child process (Linux).
 
 The evaluation worker (trusted) forks a child per job. The child locks itself
-down (own session, rlimits, private scratch dir, clean environment, no
-inherited descriptors, and where the worker runs as root: its own network
-namespace and the uid of ``nobody``), executes the candidate and sends the
-problem's raw outputs back as JSON on a pipe. The worker enforces the
+down (own session, rlimits, private scratch dir as cwd, clean environment, no
+inherited descriptors, stdout/stderr into a capped pipe and, where the worker
+may, the uid of a dedicated unprivileged user), executes the candidate and
+sends the problem's raw outputs back as JSON on a pipe. The worker enforces the
 deadline, kills the child's whole process tree and parses the bytes with size
 and value limits. Nothing from the child is unpickled or believed beyond plain
 JSON data; the score is computed from that data by trusted code.
+
+Layers that cost a few milliseconds per process (network namespace, bubblewrap's
+filesystem view and PID namespace) are set up once per worker instead (see
+:mod:`evaluators.worker` and :mod:`evaluators.bubblewrap`): every child inherits them.
 """
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import json
 import math
 import os
 import resource
 import select
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-try:  # kills descendants that left the process group; without it only the group is killed
-    import psutil
-except ImportError:  # pragma: no cover - psutil is a declared dependency
-    psutil = None
+import psutil
 
-MAX_OUTPUT_BYTES = 64 << 20  # bigger outputs are "invalid", never an OOM of the worker
-FILE_SIZE_LIMIT = 16 << 20  # scratch files the candidate may write
+MAX_RESULT_BYTES = 64 << 20  # bigger results are "invalid", never an OOM of the worker
+OUTPUT_BYTES = 16 << 10  # what is kept of the candidate's stdout/stderr (the rest is read and dropped)
+FILE_SIZE_LIMIT = 16 << 20  # any one file the candidate writes
 OPEN_FILES_LIMIT = 64
-PROCESS_LIMIT = 64  # per uid; bites only when the child is not root
-NOBODY_UID = NOBODY_GID = 65534
-RESULT_FD = 3  # the only descriptor the child keeps besides 0-2 (which point to /dev/null)
+PROCESS_LIMIT = 64  # per uid; the uid is dedicated to one worker, and root would ignore the limit
+RESULT_FD = 3  # the child's descriptors: 0 /dev/null, 1 and 2 the output pipe, 3 the result pipe
 CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+CANDIDATE_UID_BASE = 1_999_900_000  # worker slot k runs candidates as uid/gid BASE + k: no account owns these
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -51,12 +54,28 @@ def become_subreaper() -> bool:
     return _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
+def die_with_parent(sig: int = signal.SIGKILL) -> bool:
+    """Receive ``sig`` when the parent process dies."""
+    return _prctl(PR_SET_PDEATHSIG, int(sig))
+
+
+def unshare_network() -> None:
+    """Move this process into a new, empty network namespace (loopback only, down)."""
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
 @dataclass
 class Limits:
     timeout_s: float
     memory_mb: int
-    isolate_network: bool = True
-    drop_privileges: bool = True
+    uid: int | None = None  # run the candidate as this uid (and gid); None: keep the worker's
+    output_bytes: int = OUTPUT_BYTES
+
+    @property
+    def cpu_s(self) -> int:
+        return math.ceil(self.timeout_s) + 1
 
 
 @dataclass
@@ -67,42 +86,46 @@ class Outcome:
     reason: str | None = None
     outputs: dict[str, Any] | None = None
     wall_s: float = 0.0
+    output: str = ""  # the first ``output_bytes`` of stdout/stderr: shown, never believed
+    output_dropped: int = 0  # bytes of stdout/stderr read and thrown away
 
 
-# ----------------------------------------------------------------------------- child side
-
-def _one_line(text: str, limit: int = 300) -> str:
+def one_line(text: str, limit: int = 300) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
-def _lock_down(limits: Limits, scratch: str) -> None:
+# ----------------------------------------------------------------------------- child side
+
+CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+             "MKL_NUM_THREADS": "1"}
+
+
+def _lock_down(limits: Limits, scratch: str, output_fd: int, result_fd: int) -> None:
     os.setsid()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):  # not the worker's handlers
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGCHLD):  # not the worker's handlers
         signal.signal(sig, signal.SIG_DFL)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):  # nothing the candidate prints reaches anyone
-        os.dup2(devnull, fd)
-    os.closerange(RESULT_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    os.dup2(result_fd, RESULT_FD)
+    os.closerange(RESULT_FD + 1, 1 << 20)  # close_range(2): every other inherited descriptor
     os.chdir(scratch)
+    os.umask(0o077)
     os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
-                       "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    if limits.isolate_network:
-        _try_unshare_net()
-    dropped = limits.drop_privileges
-    if dropped:
-        os.chown(scratch, NOBODY_UID, NOBODY_GID)
+    os.environ.update(CHILD_ENV, HOME=scratch, TMPDIR=scratch)
+    if limits.uid is not None:
         os.setgroups([])
-        os.setgid(NOBODY_GID)
-        os.setuid(NOBODY_UID)  # can no longer signal, ptrace or read the fds of the worker
+        os.setgid(limits.uid)
+        os.setuid(limits.uid)  # can no longer signal, ptrace or read the worker, nor undo any of this
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
-    cpu = math.ceil(limits.timeout_s) + 1
+    die_with_parent()  # after setuid, which clears it
     memory = limits.memory_mb << 20
-    caps = [(resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (memory, memory)),
+    caps = [(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1)), (resource.RLIMIT_AS, (memory, memory)),
             (resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT)),
             (resource.RLIMIT_NOFILE, (OPEN_FILES_LIMIT, OPEN_FILES_LIMIT)), (resource.RLIMIT_CORE, (0, 0))]
-    if dropped:  # NPROC counts per uid: only meaningful for the dedicated uid, ignored for root
+    if limits.uid not in (None, 0):  # NPROC counts per uid: meaningful only for the dedicated uid
         caps.append((resource.RLIMIT_NPROC, (PROCESS_LIMIT, PROCESS_LIMIT)))
     for res, value in caps:
         resource.setrlimit(res, value)
@@ -113,7 +136,7 @@ def _execute(code: str, call: Callable[[dict, Any], Any], instances: dict[str, A
     try:
         compiled = compile(code, "<candidate>", "exec")
     except (SyntaxError, ValueError) as e:
-        return {"error": "syntax", "reason": _one_line(f"{type(e).__name__}: {e}")}
+        return {"error": "syntax", "reason": one_line(f"{type(e).__name__}: {e}")}
     namespace: dict[str, Any] = {"__name__": "__candidate__"}
     failure = None
     try:
@@ -121,36 +144,43 @@ def _execute(code: str, call: Callable[[dict, Any], Any], instances: dict[str, A
         outputs = {name: call(namespace, instance) for name, instance in instances.items()}
         return {"outputs": outputs}
     except MemoryError as e:
-        failure = {"error": "memory", "reason": _one_line(f"MemoryError: {e}" if str(e) else "MemoryError")}
+        failure = {"error": "memory", "reason": one_line(f"MemoryError: {e}" if str(e) else "MemoryError")}
     except BaseException as e:  # SystemExit and KeyboardInterrupt from the candidate are crashes too
-        failure = {"error": "crash", "reason": _one_line(f"{type(e).__name__}: {e}")}
+        failure = {"error": "crash", "reason": one_line(f"{type(e).__name__}: {e}")}
     namespace.clear()  # free what the candidate allocated before serializing the verdict
     return failure
 
 
 def child_main(code: str, call: Callable[[dict, Any], Any], instances: dict[str, Any],
-               limits: Limits, scratch: str, result_fd: int) -> None:
+               limits: Limits, scratch: str, output_fd: int, result_fd: int) -> None:
     """Runs in the forked child; never returns."""
     status = 70
     try:
-        if result_fd != RESULT_FD:
-            os.dup2(result_fd, RESULT_FD)
         try:
-            _lock_down(limits, scratch)
+            _lock_down(limits, scratch, output_fd, result_fd)
         except Exception as e:
-            message = {"error": "crash", "reason": _one_line(f"sandbox setup failed: {type(e).__name__}: {e}")}
+            message = {"error": "crash", "reason": one_line(f"sandbox setup failed: {type(e).__name__}: {e}")}
+            try:  # the failure may have come before the result pipe moved to RESULT_FD
+                os.dup2(result_fd, RESULT_FD)
+            except OSError:  # already moved, and the original closed
+                pass
         else:
             message = _execute(code, call, instances)
         try:
             data = json.dumps(message).encode()  # NaN passes here; the trusted parser rejects it
         except (TypeError, ValueError, RecursionError) as e:
-            data = json.dumps({"error": "invalid", "reason": _one_line(f"output is not JSON data: {e}")}).encode()
+            data = json.dumps({"error": "invalid", "reason": one_line(f"output is not JSON data: {e}")}).encode()
         except MemoryError:
             data = b'{"error": "memory", "reason": "MemoryError while serializing the output"}'
         view = memoryview(data)
         while view:
             view = view[os.write(RESULT_FD, view):]
         status = 0
+        for stream in (sys.stdout, sys.stderr):  # what the candidate printed, for the record
+            try:
+                stream.flush()
+            except BaseException:
+                pass
     finally:
         os._exit(status)
 
@@ -169,24 +199,53 @@ def parse_result(data: bytes) -> Outcome:
         return Outcome("invalid", "output nests too deeply")
     except ValueError as e:  # includes JSONDecodeError and non-finite numbers
         if "non-finite" in str(e):
-            return Outcome("invalid", _one_line(str(e)))
+            return Outcome("invalid", one_line(str(e)))
         return Outcome("crash", "garbage on the result pipe")
     if isinstance(message, dict) and isinstance(message.get("outputs"), dict) and len(message) == 1:
         return Outcome("ok", outputs=message["outputs"])
     if isinstance(message, dict) and message.get("error") in ("syntax", "memory", "crash", "invalid") \
             and set(message) <= {"error", "reason"}:
-        return Outcome(message["error"], _one_line(str(message.get("reason") or message["error"])))
+        return Outcome(message["error"], one_line(str(message.get("reason") or message["error"])))
     return Outcome("crash", "malformed message on the result pipe")
 
 
-def kill_descendants(rounds: int = 100) -> int:
-    """SIGKILL and reap every descendant of this process (it must be a subreaper for
-    re-parented orphans to show up). Returns how many were killed."""
+def reap_zombies() -> bool:
+    """Reap every finished child; True while some child is still running."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+
+
+def kill_uid(uid: int) -> None:
+    """SIGKILL every process of ``uid`` at once: kill(-1) run as that uid. The kernel
+    signals them all under one lock, so not even a fork bomb slips through."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)  # everyone this uid may signal, except the caller
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def kill_descendants(uid: int | None = None, rounds: int = 100) -> int:
+    """SIGKILL and reap every descendant of this process (a subreaper, so orphans that
+    left the process group come back to it). With ``uid`` (a dedicated candidate uid),
+    first kill everything that uid runs. Returns how many processes were signalled."""
     killed = 0
     me = os.getpid()
     # A live descendant implies a live or zombie child (orphans come back to the
     # subreaper), so "no child at all" (ECHILD, one syscall) ends the common case.
-    while rounds and reap_zombies() and psutil is not None:
+    if uid is not None and reap_zombies():
+        kill_uid(uid)
+    while rounds and reap_zombies():
         rounds -= 1
         procs = psutil.Process().children(recursive=True)
         for p in procs:
@@ -204,17 +263,6 @@ def kill_descendants(rounds: int = 100) -> int:
     return killed
 
 
-def reap_zombies() -> bool:
-    """Reap every finished child; True while some child is still running."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return False
-        if pid == 0:
-            return True
-
-
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -226,146 +274,156 @@ def _describe_exit(status: int, limits: Limits) -> Outcome:
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig == signal.SIGXCPU:
-            return Outcome("timeout", f"CPU time limit of {math.ceil(limits.timeout_s) + 1} s exceeded")
+            return Outcome("timeout", f"CPU time limit of {limits.cpu_s} s exceeded")
         if sig == signal.SIGXFSZ:
             return Outcome("crash", f"file size limit of {FILE_SIZE_LIMIT >> 20} MiB exceeded")
         return Outcome("crash", f"killed by {signal.Signals(sig).name}")
     return Outcome("crash", f"exited with code {os.WEXITSTATUS(status)} without a result")
 
 
+class _Output:
+    """Keeps the first ``limit`` bytes of a stream and counts the rest."""
+
+    def __init__(self, limit: int):
+        self.limit, self.kept, self.dropped = limit, bytearray(), 0
+
+    def add(self, chunk: bytes) -> None:
+        room = max(self.limit - len(self.kept), 0)
+        self.kept += chunk[:room]
+        self.dropped += max(len(chunk) - room, 0)
+
+    def text(self) -> str:
+        return self.kept.decode("utf-8", errors="replace")
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 1 << 20)
+    except BlockingIOError:
+        return b""
+
+
 def run_child(code: str, call: Callable[[dict, Any], Any], instances: dict[str, Any],
-              limits: Limits, scratch: str, max_output_bytes: int = MAX_OUTPUT_BYTES) -> Outcome:
+              limits: Limits, scratch: str, max_result_bytes: int = MAX_RESULT_BYTES) -> Outcome:
     """Fork, run the candidate under ``limits``, wait for it with the deadline,
     kill its whole process tree and classify what happened."""
-    read_fd, write_fd = os.pipe()
+    result_r, result_w = os.pipe()
+    output_r, output_w = os.pipe()
+    sys.stdout.flush()  # nothing of the worker's may reach the candidate's output
+    sys.stderr.flush()
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, which always _exits
-        os.close(read_fd)
-        child_main(code, call, instances, limits, scratch, write_fd)
-    os.close(write_fd)
+        os.close(result_r)
+        os.close(output_r)
+        child_main(code, call, instances, limits, scratch, output_w, result_w)
+    os.close(result_w)
+    os.close(output_w)
     deadline = start + limits.timeout_s
     chunks, size, status, outcome = [], 0, None, None
+    output = _Output(limits.output_bytes)
+    pidfd = os.pidfd_open(pid)
     try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):  # no pidfd: poll waitpid between short selects
-        pidfd = None
-    try:
-        watch = [read_fd] + ([pidfd] if pidfd is not None else [])
-        pipe_open = True
+        watch = [result_r, output_r, pidfd]
         while status is None:
             left = deadline - time.monotonic()
             if left <= 0:
                 outcome = Outcome("timeout", f"wall-clock deadline of {limits.timeout_s:g} s exceeded")
                 break
-            ready, _, _ = select.select(watch, [], [], left if pidfd is not None else min(left, 0.01))
-            if read_fd in ready:
-                chunk = os.read(read_fd, 1 << 20)
+            ready, _, _ = select.select(watch, [], [], left)
+            if result_r in ready:
+                chunk = os.read(result_r, 1 << 20)
+                if not chunk:  # EOF: the child (and anything holding the pipe) closed it
+                    watch.remove(result_r)
+                    continue
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_result_bytes:
+                    outcome = Outcome("invalid", f"output exceeds {max_result_bytes >> 20} MiB")
+                    break
+            if output_r in ready:  # drained even when over the cap, so a flood never blocks the child
+                chunk = os.read(output_r, 1 << 20)
                 if chunk:
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size > max_output_bytes:
-                        outcome = Outcome("invalid", f"output exceeds {max_output_bytes >> 20} MiB")
-                        break
-                elif pipe_open:  # EOF: the child (and anything holding the pipe) closed it
-                    pipe_open = False
-                    watch.remove(read_fd)
-            if pidfd is None or pidfd in ready or not pipe_open:
-                done, st = os.waitpid(pid, 0 if (pidfd is not None and pidfd in ready) else os.WNOHANG)
-                if done:
-                    status = st
+                    output.add(chunk)
+                else:
+                    watch.remove(output_r)
+            if pidfd in ready:
+                _, status = os.waitpid(pid, 0)
         _kill_group(pid)
         if status is None:
             _, status = os.waitpid(pid, 0)
+        kill_descendants(limits.uid)  # before draining: nobody may still be writing
         # Drain what the child wrote before it exited; stop at the cap.
-        os.set_blocking(read_fd, False)
-        while outcome is None:
-            try:
-                chunk = os.read(read_fd, 1 << 20)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
+        for fd in (result_r, output_r):
+            os.set_blocking(fd, False)
+        while outcome is None and (chunk := _read(result_r)):
             chunks.append(chunk)
             size += len(chunk)
-            if size > max_output_bytes:
-                outcome = Outcome("invalid", f"output exceeds {max_output_bytes >> 20} MiB")
+            if size > max_result_bytes:
+                outcome = Outcome("invalid", f"output exceeds {max_result_bytes >> 20} MiB")
+        while chunk := _read(output_r):
+            output.add(chunk)
     finally:
-        os.close(read_fd)
-        if pidfd is not None:
-            os.close(pidfd)
-        kill_descendants()
+        for fd in (result_r, output_r, pidfd):
+            os.close(fd)
+        kill_descendants(limits.uid)
     wall = time.monotonic() - start
     if outcome is None:
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and chunks:
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and size:
             outcome = parse_result(b"".join(chunks))
         else:
             outcome = _describe_exit(status, limits)
     outcome.wall_s = wall
+    outcome.output, outcome.output_dropped = output.text(), output.dropped
     return outcome
 
 
-# ----------------------------------------------------------------------------- reporting
-
-def _probe_child(setup: Callable[[], None]) -> bool:
-    """Whether ``setup`` succeeds in a throwaway forked process."""
+def probe_in_child(setup: Callable[[], None]) -> str | None:
+    """Run ``setup`` in a throwaway forked process: None if it worked, else why not."""
+    read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover
         code = 1
         try:
+            os.close(read_fd)
             setup()
             code = 0
+        except BaseException as e:
+            os.write(write_fd, one_line(f"{type(e).__name__}: {e}").encode()[:500])
         finally:
             os._exit(code)
+    os.close(write_fd)
+    why = os.read(read_fd, 1000).decode(errors="replace")
+    os.close(read_fd)
     _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    return None if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else (why or "failed")
 
 
-def _try_unshare_net() -> None:
-    if _libc.unshare(CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "unshare")
-
-
-def _try_drop() -> None:
+def drop_to(uid: int) -> None:
     os.setgroups([])
-    os.setgid(NOBODY_GID)
-    os.setuid(NOBODY_UID)
+    os.setgid(uid)
+    os.setuid(uid)
 
 
-def effective_limits(limits: Limits) -> Limits:
-    """``limits`` without the layers this machine cannot provide (probed once by the
-    worker, so a child never fails half-way through its lock-down)."""
-    root = os.geteuid() == 0
-    return dataclasses.replace(
-        limits,
-        drop_privileges=limits.drop_privileges and root and _probe_child(_try_drop),
-        isolate_network=limits.isolate_network and root and _probe_child(_try_unshare_net))
+# ----------------------------------------------------------------------------- reporting
+
+def isolation_layers(**pool_options) -> dict[str, str]:
+    """Which isolation layers a candidate gets on this machine: each "active: how" or
+    "missing: why". Observed by starting one real worker the way a pool does (about a
+    second), so the report cannot drift from what runs. ``pool_options`` as for WorkerPool."""
+    from evaluators.pool import WorkerPool
+
+    pool = WorkerPool(None, workers=1, **pool_options)
+    try:
+        pool.start_blocking()
+        return dict(pool.info["isolation"])
+    finally:
+        pool.close_blocking()
 
 
-def isolation_layers(limits: Limits | None = None, probe: bool = True) -> dict[str, str]:
-    """Which isolation layers a candidate child gets, in words. With ``probe`` the
-    privileged layers are first checked by forking a throwaway process."""
-    requested = limits or Limits(timeout_s=10.0, memory_mb=1024)
-    limits = effective_limits(requested) if probe else requested
-    layers = {
-        "rlimits": (f"address space {limits.memory_mb} MiB, CPU {math.ceil(limits.timeout_s) + 1} s, "
-                    f"files {FILE_SIZE_LIMIT >> 20} MiB, {OPEN_FILES_LIMIT} descriptors, no core dumps"
-                    + (f", {PROCESS_LIMIT} processes per uid" if limits.drop_privileges else "")),
-        "session": "setsid; the process group is SIGKILLed after every run",
-        "subreaper": ("PR_SET_CHILD_SUBREAPER: descendants that escape the group are found and killed"
-                      if psutil else "unavailable without psutil: only the process group is killed"),
-        "deadline": "wall-clock deadline enforced by the worker (SIGKILL)",
-        "descriptors": "stdin/stdout/stderr on /dev/null, inherited descriptors closed, clean environment",
-        "filesystem": "fresh scratch directory as cwd; the rest of the filesystem is visible (no bubblewrap)",
-    }
-    if limits.drop_privileges:
-        layers["privileges"] = f"runs as uid {NOBODY_UID} (nobody): cannot signal or inspect the worker"
-    else:
-        why = "disabled" if not requested.drop_privileges else "needs root"
-        layers["privileges"] = f"same uid as the worker ({why}): a candidate could signal or inspect it"
-    if limits.isolate_network:
-        layers["network"] = "own empty network namespace: no network"
-    else:
-        why = "disabled" if not requested.isolate_network else "needs root with CAP_SYS_ADMIN"
-        layers["network"] = f"not isolated ({why})"
-    return layers
+def describe_layers(layers: dict[str, str]) -> str:
+    """One line for the start of a run: the active layers, then each missing one with why."""
+    active = [name for name, state in layers.items() if state.startswith("active")]
+    missing = [f"{name} ({state.split(':', 1)[1].strip()})" for name, state in layers.items()
+               if not state.startswith("active")]
+    return f"active: {', '.join(active)}" + (f"; MISSING: {'; '.join(missing)}" if missing else "")

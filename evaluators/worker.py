@@ -3,12 +3,13 @@
 Protocol, one JSON line each way over the worker's stdin/stdout:
 
 1. config in: ``{"problem_folder", "data_dir", "seed", "options", "mantissa_bits",
-   "isolate_network", "drop_privileges", "scratch_root"}`` (all but the first optional);
-   reply: ``{"ready": true, "problem", "timeout_s", "memory_mb", "isolation", "pid"}``
-   or ``{"ready": false, "error": "<one line>"}`` (then the worker exits).
+   "uid", "drop_privileges", "isolate_network", "scratch_root", "sandbox", "bubblewrap", "scratch_mb"}``
+   (all optional; without a problem folder the worker only reports its isolation);
+   reply: ``{"ready": true, "problem", "timeout_s", "memory_mb", "isolation", "cascade",
+   "noise_repeats", "pid"}`` or ``{"ready": false, "error": "<one line>"}`` (then it exits).
 2. jobs in: ``{"code", "split", "timeout_s", "memory_mb"}`` (limits may be null: the
    problem's defaults); reply: ``{"status", "reason", "score", "descriptors",
-   "metrics", "functional_hash", "eval_s"}``.
+   "metrics", "functional_hash", "eval_s", "output"}``.
 
 The worker is trusted: it holds the problem and its instances, forks one
 sandboxed child per job (see :mod:`evaluators.sandbox`), and scores the child's
@@ -17,47 +18,94 @@ stdout) carries replies; fd 1 points at stderr so stray prints cannot forge one.
 """
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
 from typing import Any
 
 from evaluators import sandbox
+from evaluators.cascade import noise_repeats_of, stages_of
 from evaluators.hashing import DEFAULT_MANTISSA_BITS, functional_hash
+
+# Imported before any fork: warm for every candidate, and importable even where the
+# candidate's uid cannot read the Python installation (e.g. one under /root, no bubblewrap).
+PRELOAD = ("numpy", "math", "cmath", "random", "statistics", "fractions", "decimal", "itertools", "functools",
+           "operator", "collections", "heapq", "bisect", "copy", "re", "string", "dataclasses", "typing", "array",
+           "numbers", "enum")
 
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _mounts() -> dict[str, str]:
+    """Mount point -> filesystem type, from /proc/self/mountinfo (last mount wins)."""
+    found = {}
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                found[left.split()[4]] = right.split()[0]
+    except OSError:
+        pass
+    return found
+
+
+def _network_isolated() -> bool:
+    """Observed, not assumed: only a loopback interface is visible."""
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
 class Worker:
     def __init__(self, config: dict):
-        import numpy  # noqa: F401  - warm: every forked child starts with numpy loaded
+        self.config = config
+        self.in_bubblewrap = config.get("sandbox") == "bubblewrap"
+        self.network_note = None
+        if config.get("isolate_network", True) and not self.in_bubblewrap:
+            if os.geteuid() == 0:
+                try:  # once per worker: every candidate child inherits the empty namespace
+                    sandbox.unshare_network()
+                except OSError as e:
+                    self.network_note = f"unshare failed: {e}"
+            else:
+                self.network_note = "needs root or bubblewrap"
+        uid = config.get("uid")
+        self.uid_note = None
+        if uid is not None:
+            self.uid_note = sandbox.probe_in_child(lambda: sandbox.drop_to(int(uid)))
+            if self.uid_note is not None:
+                uid = None
+        self.uid = uid
+        for name in PRELOAD:
+            __import__(name)
+        self.problem = None
+        self.stages, self.noise_repeats = stages_of(None), 1
+        self.mantissa_bits = int(config.get("mantissa_bits") or DEFAULT_MANTISSA_BITS)
+        if config.get("problem_folder"):
+            from evosearch.problem import load_problem
 
-        from evosearch.problem import load_problem
-
-        self.problem = load_problem(config["problem_folder"], data_dir=config.get("data_dir"),
-                                    seed=int(config.get("seed", 0)), options=config.get("options") or {})
-        self.mantissa_bits = int(config.get("mantissa_bits", DEFAULT_MANTISSA_BITS))
-        self.requested = sandbox.Limits(timeout_s=self.problem.timeout_s, memory_mb=self.problem.memory_mb,
-                                        isolate_network=bool(config.get("isolate_network", True)),
-                                        drop_privileges=bool(config.get("drop_privileges", True)))
-        available = sandbox.effective_limits(self.requested)
-        self.isolate_network, self.drop_privileges = available.isolate_network, available.drop_privileges
+            self.problem = load_problem(config["problem_folder"], data_dir=config.get("data_dir"),
+                                        seed=int(config.get("seed", 0)), options=config.get("options") or {})
+            self.stages, self.noise_repeats = stages_of(self.problem), noise_repeats_of(self.problem)
+            if config.get("mantissa_bits") is None:
+                self.mantissa_bits = int(getattr(self.problem, "mantissa_bits", DEFAULT_MANTISSA_BITS))
+        self.splits = {"probe", "test"} | {s.split for s in self.stages}
         self._instances: dict[str, dict[str, Any]] = {}
-        # Per-job scratch dirs live under one folder the pool removes with the worker.
+        # Per-job scratch dirs live under one folder (bubblewrap: the private /tmp).
         self.scratch_root = config.get("scratch_root") or tempfile.mkdtemp(prefix="evosearch-worker-")
-        os.chmod(self.scratch_root, 0o711)  # a candidate under another uid may reach its own dir, not list others
+        os.chmod(self.scratch_root, 0o711)  # a candidate may reach its own dir, not list the others
+        gc.freeze()  # forked children do not drag the worker's objects through their collections
 
     def limits(self, timeout_s: float | None = None, memory_mb: int | None = None) -> sandbox.Limits:
         return sandbox.Limits(timeout_s=float(timeout_s or self.problem.timeout_s),
-                              memory_mb=int(memory_mb or self.problem.memory_mb),
-                              isolate_network=self.isolate_network, drop_privileges=self.drop_privileges)
+                              memory_mb=int(memory_mb or self.problem.memory_mb), uid=self.uid)
 
     def instances(self, split: str) -> dict[str, Any]:
         if split not in self._instances:
@@ -67,15 +115,66 @@ class Worker:
             self._instances[split] = found
         return self._instances[split]
 
+    # ------------------------------------------------------------------ what is isolated, observed here
+
+    def isolation(self) -> dict[str, str]:
+        """Each layer, "active: how" or "missing: why", checked in this process where it can be."""
+        limits = sandbox.Limits(timeout_s=self.problem.timeout_s if self.problem else 10.0,
+                                memory_mb=self.problem.memory_mb if self.problem else 1024, uid=self.uid)
+        mounts = _mounts()
+        layers = {}
+        if self.in_bubblewrap:
+            confined = mounts.get("/") == "tmpfs" and mounts.get("/tmp") == "tmpfs"
+            layers["bubblewrap"] = (f"active: the worker runs inside {self.config.get('bubblewrap') or 'bwrap'}"
+                                    if confined else "missing: started under bwrap but the mounts are not its own")
+        else:
+            confined = False
+            layers["bubblewrap"] = f"missing: {self.config.get('bubblewrap') or 'not requested'}"
+        if confined:
+            layers["filesystem"] = (f"active: read-only view of the system, Python and the problem only; scratch "
+                                    f"is a private {self.config.get('scratch_mb')} MiB tmpfs, the only writable place")
+            layers["pid namespace"] = ("active: own PID namespace; candidates see no host process, and all die "
+                                       "with the worker" if os.getpid() == 1 else "missing: the worker is not PID 1")
+        else:
+            layers["filesystem"] = ("missing: no bubblewrap; the whole filesystem is visible and anything the "
+                                    "candidate's uid may write (e.g. /tmp) is writable; scratch is a fresh directory")
+            layers["pid namespace"] = "missing: no bubblewrap; host processes are visible in /proc"
+        if _network_isolated():
+            layers["network"] = "active: own network namespace, loopback only"
+        else:
+            layers["network"] = f"missing: {self.network_note or 'disabled'}"
+        if self.uid is not None:
+            layers["privileges"] = (f"active: candidates run as uid {self.uid} (no account, one per worker), with "
+                                    "no_new_privs: they cannot signal, trace or read the worker or other workers")
+        else:
+            why = self.uid_note or ("disabled" if self.config.get("drop_privileges") is False else "needs root")
+            layers["privileges"] = f"missing: candidates keep the worker's uid ({why})"
+        layers["rlimits"] = (f"active: address space {limits.memory_mb} MiB, CPU {limits.cpu_s} s, files "
+                             f"{sandbox.FILE_SIZE_LIMIT >> 20} MiB each, {sandbox.OPEN_FILES_LIMIT} descriptors, "
+                             "no core dumps" + (f", {sandbox.PROCESS_LIMIT} processes"
+                                                if self.uid not in (None, 0) else ", no process-count limit (needs a uid of its own)"))
+        layers["deadline"] = ("active: wall-clock deadline; the candidate's session, every descendant (subreaper)"
+                              + (", every process of its uid" if self.uid is not None else "") + " SIGKILLed after each run")
+        layers["environment"] = (f"active: clean environment, stdin /dev/null, stdout/stderr captured (first "
+                                 f"{sandbox.OUTPUT_BYTES >> 10} KiB kept), no inherited descriptors")
+        layers["results"] = "active: JSON data only, size-capped, non-finite numbers rejected, scored by the worker"
+        return layers
+
     def ready_message(self) -> dict:
-        return {"ready": True, "problem": self.problem.name, "timeout_s": self.problem.timeout_s,
-                "memory_mb": self.problem.memory_mb, "pid": os.getpid(),
-                "isolation": sandbox.isolation_layers(self.requested)}
+        return {"ready": True, "problem": self.problem.name if self.problem else None,
+                "timeout_s": self.problem.timeout_s if self.problem else None,
+                "memory_mb": self.problem.memory_mb if self.problem else None, "pid": os.getpid(),
+                "isolation": self.isolation(), "cascade": [s.to_dict() for s in self.stages],
+                "noise_repeats": self.noise_repeats, "mantissa_bits": self.mantissa_bits}
+
+    # ------------------------------------------------------------------ jobs
 
     def handle(self, job: dict) -> dict:
+        if self.problem is None:
+            raise ValueError("this worker has no problem loaded")
         split = job.get("split")
-        if split not in ("probe", "train", "test"):
-            raise ValueError(f"unknown split {split!r}")
+        if split not in self.splits:
+            raise ValueError(f"unknown split {split!r} (this problem has {sorted(self.splits)})")
         code = job.get("code")
         if not isinstance(code, str):
             raise ValueError("job has no code")
@@ -83,19 +182,25 @@ class Worker:
         call = self.problem.probe if split == "probe" else self.problem.run
         scratch = tempfile.mkdtemp(prefix="job-", dir=self.scratch_root)
         try:
+            if self.uid is not None:
+                os.chown(scratch, self.uid, self.uid)
             outcome = sandbox.run_child(code, call, instances, self.limits(job.get("timeout_s"), job.get("memory_mb")),
                                         scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+        output = outcome.output + (f"\n[{outcome.output_dropped} more bytes dropped]" if outcome.output_dropped else "")
         reply = {"status": outcome.status, "reason": outcome.reason, "score": None, "descriptors": {},
-                 "metrics": {}, "functional_hash": None, "eval_s": outcome.wall_s}
+                 "metrics": {}, "functional_hash": None, "eval_s": outcome.wall_s, "output": output}
         if outcome.status != "ok":
             return reply
         missing = sorted(set(instances) - set(outcome.outputs))
         if missing or len(outcome.outputs) != len(instances):
             return {**reply, "status": "invalid", "reason": f"outputs do not match the instances (missing {missing[:3]})"}
         if split == "probe":
-            return {**reply, "functional_hash": functional_hash(outcome.outputs, self.mantissa_bits)}
+            try:
+                return {**reply, "functional_hash": functional_hash(outcome.outputs, self.mantissa_bits)}
+            except (TypeError, ValueError, RecursionError) as e:
+                return {**reply, "status": "invalid", "reason": sandbox.one_line(f"probe output: {e}")}
         return {**reply, **self.score(instances, outcome.outputs)}
 
     def score(self, instances: dict[str, Any], outputs: dict[str, Any]) -> dict:
@@ -108,9 +213,9 @@ class Worker:
             try:
                 metrics = self.problem.score(instance, outputs[name])
             except InvalidOutput as e:
-                return {**invalid, "reason": sandbox._one_line(f"{name}: {e}")}
+                return {**invalid, "reason": sandbox.one_line(f"{name}: {e}")}
             except Exception as e:  # the scorer choked on strange output
-                return {**invalid, "reason": sandbox._one_line(f"{name}: scorer raised {type(e).__name__}: {e}")}
+                return {**invalid, "reason": sandbox.one_line(f"{name}: scorer raised {type(e).__name__}: {e}")}
             if not isinstance(metrics, dict) or "score" not in metrics:
                 return {**invalid, "reason": f"{name}: scorer returned no 'score'"}
             bad = [k for k, v in metrics.items() if not _finite(v)]
@@ -120,7 +225,7 @@ class Worker:
         try:
             total = self.problem.aggregate(per_instance)
         except Exception as e:
-            return {**invalid, "reason": sandbox._one_line(f"aggregate raised {type(e).__name__}: {e}")}
+            return {**invalid, "reason": sandbox.one_line(f"aggregate raised {type(e).__name__}: {e}")}
         values = {"score": total.score, **{f"descriptor {k}": v for k, v in total.descriptors.items()},
                   **{f"metric {k}": v for k, v in total.metrics.items()}}
         bad = [k for k, v in values.items() if not _finite(v)]
@@ -149,6 +254,7 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    sandbox.die_with_parent(signal.SIGTERM)  # the driver died: stop, and stop the candidate
     sandbox.become_subreaper()
 
     line = proto_in.readline()
@@ -156,7 +262,7 @@ def main() -> None:
         worker = Worker(json.loads(line))
         ready = worker.ready_message()
     except Exception as e:
-        _send(proto_out, {"ready": False, "error": sandbox._one_line(f"{type(e).__name__}: {e}")})
+        _send(proto_out, {"ready": False, "error": sandbox.one_line(f"{type(e).__name__}: {e}")})
         return
     _send(proto_out, ready)
 
@@ -165,9 +271,9 @@ def main() -> None:
         try:
             reply = worker.handle(json.loads(line))
         except Exception as e:  # a bad job or a problem bug: answer, stay alive
-            reply = {"status": "crash", "reason": sandbox._one_line(f"worker error: {type(e).__name__}: {e}"),
+            reply = {"status": "crash", "reason": sandbox.one_line(f"worker error: {type(e).__name__}: {e}"),
                      "score": None, "descriptors": {}, "metrics": {}, "functional_hash": None,
-                     "eval_s": time.monotonic() - start}
+                     "eval_s": time.monotonic() - start, "output": ""}
         sys.stdout.flush()
         _send(proto_out, reply)
 

@@ -1,6 +1,7 @@
 """The LLM-free mutation sampler (evosearch.samplers.mutate)."""
 import ast
 import asyncio
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -103,14 +104,18 @@ def test_growth_over_generations_stays_valid():
 
 def test_every_operator_shows_up():
     texts = [mutate(RICH, s) for s in range(300)]
-    joined = "\n".join(texts)
-    assert any("np.exp" not in t and "np.sqrt(np.abs(gap))" in t and "def priority" in t for t in texts)  # call swap
-    assert "(gap < " in joined or "< " in joined
-    counts = [t.count("score = score * 2") for t in texts if "def priority" in t]
+    priority = [t for t in texts if "def priority" in t]
+    calls = {m for t in priority for m in re.findall(r"score = -gap \+ 0\.5 \* np\.(\w+)\(-gap / 10\)", t)}
+    assert "exp" in calls and len(calls) >= 2  # unary numpy call swapped
+    ops = {m for t in priority for m in re.findall(r"gap = bins (\S+) item$", t, re.M)}
+    assert "-" in ops and len(ops) > 2  # binary operator swapped
+    tests = {m for t in priority for m in re.findall(r"if item (\S+) 50", t)}
+    assert ">" in tests and len(tests) > 2  # comparison swapped
+    consts = {m for t in priority for m in re.findall(r"if item > (\S+):", t)}
+    assert any("." in c for c in consts) and len(consts) > 2  # constant perturbed, int turned float
+    counts = [t.count("score = score * 2") for t in priority]
     assert 0 in counts and 2 in counts  # a statement dropped and one duplicated
-    floats = [t for t in texts if "for k in range(3)" not in t and "def priority" in t]
-    assert floats  # the loop statement was dropped at least once
-    assert any("item + " in t or "gap + " in t or "* (1 + " in t for t in texts)  # a new term
+    assert any(re.search(r"\+ -?[\d.]+ \* .*(gap|item|bins)", t.split("return")[-1]) for t in priority)  # a new term
 
 
 def test_constants_in_indices_and_keywords_are_left_alone():

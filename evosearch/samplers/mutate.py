@@ -32,16 +32,19 @@ UNARY_NP = ("exp", "log", "sqrt", "abs", "square", "log1p", "expm1", "tanh", "si
             "sin", "cos", "arctan", "floor", "ceil")
 BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
 COMPARES = (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
-# Shapes of a new term f(v): {v} is a feature, {w} another one, {t} a threshold or scale.
-# Within one evaluation a priority is a function of its inputs, so only shapes that can
-# reorder (thresholds, bumps, products with another feature) change behaviour; monotone
-# ones still matter once combined.
-TERMS = ("{v}", "{v} * {v}", "{v} * {w}", "np.sqrt(np.abs({v}))", "np.log1p(np.abs({v}))",
-         "np.exp(-np.abs({v}) / {t})", "({v} < {t})", "({v} > {t})", "({v} < {t} * {w})", "({v} == 0)",
-         "1.0 / (np.abs({v}) + {t})", "np.maximum({v}, {t})", "np.minimum({v}, {t})", "np.exp(-({v} - {t}) ** 2)")
+# Shapes of a new term f(v) with their weights: {v} is a feature, {w} another one, {t} a
+# threshold or scale. Within one call a priority is a function of its inputs, so the shapes
+# that can reorder candidates (thresholds, bumps) are drawn most; thresholds relative to
+# another feature ({t} * {w}) follow the data's scale, whatever the problem's units.
+TERMS = {
+    "({v} < {t})": 6, "({v} > {t})": 6, "({v} < {t} * {w})": 10, "({v} > {t} * {w})": 6, "({v} == 0)": 2,
+    "np.exp(-(({v} - {t}) / {w}) ** 2)": 4, "np.exp(-np.abs({v}) / {t})": 3,
+    "{v}": 3, "{v} * {v}": 3, "{v} * {w}": 3, "np.sqrt(np.abs({v}))": 3, "np.log1p(np.abs({v}))": 3,
+    "1.0 / (np.abs({v}) + {t})": 2, "np.maximum({v}, {t})": 2, "np.minimum({v}, {t})": 2,
+}
 # How a term joins the expression e: added with a constant weight, added with a weight
 # carried by a feature (so its scale follows the data's), or as a relative change of e.
-JOINS = ("__e__ + {c} * {f}", "__e__ + {c} * {w} * {f}", "__e__ * (1 + {c} * {f})")
+JOINS = {"__e__ + {c} * {f}": 3, "__e__ + {c} * {w} * {f}": 3, "__e__ * (1 + {c} * {f})": 4}
 OPERATORS = ("constant", "operator", "call", "drop", "duplicate", "term")
 WEIGHTS = (0.3, 0.12, 0.06, 0.08, 0.04, 0.4)
 MAX_TRIES = 50
@@ -110,20 +113,31 @@ def _is_docstring(stmt: ast.stmt) -> bool:
     return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
 
 
-def _numeric_constants(fn: ast.FunctionDef) -> list[ast.Constant]:
+def _numbers(fn: ast.FunctionDef) -> list[tuple[ast.expr, float]]:
+    """Numeric literals with their values; ``-2.5`` (a minus applied to 2.5) counts as one number."""
     parents = _parents(fn)
     out = []
     for node in ast.walk(fn):
-        if not (isinstance(node, ast.Constant) and type(node.value) in (int, float)):
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and _is_number(node.operand):
+            site, value = node, -node.operand.value
+        elif _is_number(node) and not isinstance(parents.get(node), ast.UnaryOp):
+            site, value = node, node.value
+        else:
             continue
-        parent = parents.get(node)
-        # Indices, keyword arguments (axis=0) and annotations must stay as they are.
-        if isinstance(parent, (ast.Subscript, ast.Slice, ast.keyword, ast.arg)):
+        # Indices, keyword arguments (axis=0) and defaults must stay as they are.
+        if isinstance(parents.get(site), (ast.Subscript, ast.Slice, ast.keyword, ast.arguments)):
             continue
-        if isinstance(parent, ast.UnaryOp) and isinstance(parents.get(parent), (ast.Subscript, ast.Slice)):
-            continue
-        out.append(node)
+        out.append((site, value))
     return out
+
+
+def _is_number(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) in (int, float)
+
+
+def _number(value: float | int) -> ast.expr:
+    """A literal; negative ones as a minus applied to a positive constant, as Python writes them."""
+    return ast.UnaryOp(ast.USub(), ast.Constant(-value)) if value < 0 else ast.Constant(value)
 
 
 def _expressions(fn: ast.FunctionDef) -> list[ast.expr]:
@@ -185,21 +199,24 @@ def _round(x: float) -> float:
 # --- operators ----------------------------------------------------------------
 
 def _constant(fn: ast.FunctionDef, rng: random.Random) -> None:
-    consts = _numeric_constants(fn)
-    if not consts:
+    numbers = _numbers(fn)
+    if not numbers:
         return _term(fn, rng)
-    node = rng.choice(consts)
-    v = float(node.value)
+    site, v = rng.choice(numbers)
     kind = rng.random()
-    if kind < 0.5:
+    if kind < 0.45:
         new = v * math.exp(rng.gauss(0, 0.3))  # relative step
-    elif kind < 0.8:
+    elif kind < 0.75:
         new = v + rng.gauss(0, max(abs(v), 1.0) * 0.5)  # absolute step, can cross zero
-    elif kind < 0.9:
+    elif kind < 0.85:
+        new = v * 10 ** rng.uniform(-1, 1)  # change of scale
+    elif kind < 0.93:
         new = -v
     else:
         new = float(rng.choice((0, 0.5, 1, 2, 10)))
-    node.value = _round(new) if isinstance(node.value, float) or rng.random() < 0.5 else int(round(new))
+    # Integers become floats half the time; floats stay floats.
+    value = int(round(new)) if type(v) is int and rng.random() < 0.5 else _round(float(new))
+    _replace(fn, site, _number(value))
 
 
 def _operator(fn: ast.FunctionDef, rng: random.Random) -> None:
@@ -250,10 +267,10 @@ def _features(names: list[str], rng: random.Random) -> tuple[str, str]:
     def one() -> str:
         a = rng.choice(names)
         pick = rng.random()
-        if pick < 0.4 or len(names) < 2:
+        if pick < 0.35 or len(names) < 2:
             return a
         b = rng.choice([n for n in names if n != a])
-        return f"({a} - {b})" if pick < 0.75 else f"({a} / {b})"
+        return f"({a} - {b})" if pick < 0.65 else f"({a} / {b})" if pick < 0.85 else f"(({a} - {b}) / {b})"
     return one(), one()
 
 
@@ -269,9 +286,9 @@ def _term(fn: ast.FunctionDef, rng: random.Random) -> None:
         return
     v, w = _features(names, rng)
     t = _round(10 ** rng.uniform(-1, 2))
-    shape = rng.choice(TERMS).format(v=v, w=w, t=t)
+    shape = rng.choices(list(TERMS), weights=list(TERMS.values()))[0].format(v=v, w=w, t=t)
     c = _round(rng.choice((-1, 1)) * 10 ** rng.uniform(-2, 1.5))
-    new = ast.parse(rng.choice(JOINS).format(c=c, w=rng.choice(names), f=shape), mode="eval").body
+    new = ast.parse(rng.choices(list(JOINS), weights=list(JOINS.values()))[0].format(c=c, w=rng.choice(names), f=shape), mode="eval").body
     # Every join holds __e__ as the left operand of its top BinOp.
     new.left = copy.deepcopy(target)
     _replace(fn, target, new)

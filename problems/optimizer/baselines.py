@@ -97,7 +97,7 @@ def main(argv=None):
                                     "per_instance": per_instance}
     print(_table(["program", "train score", "test score", "test accuracy", "diverged (train/test)",
                   "param_growth", "update_uniformity", "train cpu s", "test cpu s", "probe cpu s"],
-                 [[name, f"{r['train']['score']:.4f}", f"{r['test']['score']:.4f}",
+                 [[name, f"{r['train']['score']:.6f}", f"{r['test']['score']:.6f}",
                    f"{r['test']['metrics']['accuracy']:.3f}",
                    f"{r['train']['metrics']['diverged']:.2f}/{r['test']['metrics']['diverged']:.2f}",
                    f"{r['train']['descriptors']['param_growth']:.3f}",
@@ -117,7 +117,7 @@ def main(argv=None):
             cells.append(f"{sum(vals) / len(vals):.2f}")
         rows.append([name, *cells])
     print()
-    print(_table(["program (test normalized loss)", *groups], rows))
+    print(_table(["program", *groups], rows))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -23,8 +23,9 @@ LOSS_FLOOR = 1e-4
 # What the candidate sees as "lr", shared by every rule: a decade grid, so a rule
 # must work across a 100x range (a rule that just scales lr up gains at 1e-3 and
 # overshoots at 1e-1).
-LR_GRID = (1e-3, 1e-2, 1e-1)
+LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 STEPS = 200
+BATCH = 64
 DESCRIPTORS = (
     # log10(|theta_T| / |theta_0|): shrinking (weight decay) vs growing weights.
     Descriptor("param_growth", -0.5, 1.5, 10),
@@ -65,16 +66,18 @@ def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     X, y = loader(return_X_y=True)
     std = X.std(axis=0)
     X = (X - X.mean(axis=0)) / np.where(std > 0, std, 1.0)  # constant pixels of digits stay 0
-    return X, y.astype(np.int64)
+    y = y.astype(np.int64)
+    X.flags.writeable = y.flags.writeable = False  # shared by every instance of the process
+    return X, y
 
 
-def make_instance(task: str, seed: int, lr: float, steps: int) -> dict:
+def make_instance(task: str, seed: int, lr: float, steps: int, batch: int | None) -> dict:
     data, model, hidden, samples = TASKS[task]
     X, y = load_dataset(data)
     if samples is not None:  # a fixed, seed-independent slice keeps probes comparable
         X, y = X[:samples], y[:samples]
     return {"task": task, "model": model, "hidden": hidden, "classes": int(y.max()) + 1,
-            "seed": seed, "lr": lr, "steps": steps, "X": X, "y": y}
+            "seed": seed, "lr": lr, "steps": steps, "batch": batch, "X": X, "y": y}
 
 
 def init_params(instance: dict) -> dict[str, np.ndarray]:
@@ -87,10 +90,24 @@ def init_params(instance: dict) -> dict[str, np.ndarray]:
             "W2": rng.normal(0.0, 1 / math.sqrt(h), (h, k)), "b2": np.zeros(k)}
 
 
-def loss_and_grads(instance: dict, params: dict[str, np.ndarray], grads: bool = True):
-    """Mean softmax cross-entropy on the whole training set and its gradients (or, with
-    ``grads=False``, the training accuracy in their place)."""
-    X, y = instance["X"], instance["y"]
+def minibatches(instance: dict):
+    """Row indices of each step's minibatch: seeded shuffles, epoch after epoch (all rows
+    every step when the instance has no batch size)."""
+    n, batch = len(instance["y"]), instance["batch"]
+    if batch is None or batch >= n:
+        while True:
+            yield slice(None)
+    rng = np.random.default_rng([instance["seed"], 1])  # not the init's stream
+    while True:
+        order = rng.permutation(n)
+        for start in range(0, n - batch + 1, batch):  # drop the ragged tail: equal-size steps
+            yield order[start:start + batch]
+
+
+def loss_and_grads(instance: dict, params: dict[str, np.ndarray], grads: bool = True, rows=slice(None)):
+    """Mean softmax cross-entropy on the training rows ``rows`` (default all) and its gradients
+    (or, with ``grads=False``, the training accuracy in their place)."""
+    X, y = instance["X"][rows], instance["y"][rows]
     n = len(y)
     if instance["model"] == "softmax":
         logits = X @ params["W"] + params["b"]
@@ -142,16 +159,23 @@ class Optimizer(Problem):
     descriptors = DESCRIPTORS
     timeout_s = 60.0
 
-    def __init__(self, data_dir=None, seed=0, steps=STEPS, lr_grid=LR_GRID, seeds_per_task=2):
+    def __init__(self, data_dir=None, seed=0, steps=STEPS, lr_grid=LR_GRID, seeds_per_task=2, batch_size=BATCH,
+                 lr_reduce="best"):
         super().__init__(data_dir, seed)
         if int(steps) < 1:
             raise ValueError(f"steps must be a positive integer, not {steps!r}")
         lr_grid = tuple(float(lr) for lr in lr_grid)
         if not lr_grid or not all(math.isfinite(lr) and lr > 0 for lr in lr_grid):
             raise ValueError(f"lr_grid must be a non-empty list of positive learning rates, not {lr_grid!r}")
-        if int(seeds_per_task) < 1:
-            raise ValueError(f"seeds_per_task must be a positive integer, not {seeds_per_task!r}")
+        if not 1 <= int(seeds_per_task) <= 100:  # train and test seeds are 100 apart
+            raise ValueError(f"seeds_per_task must be an integer in [1, 100], not {seeds_per_task!r}")
+        if batch_size is not None and int(batch_size) < 1:
+            raise ValueError(f"batch_size must be a positive integer or None (full batch), not {batch_size!r}")
         self.steps, self.lr_grid, self.seeds_per_task = int(steps), lr_grid, int(seeds_per_task)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        if lr_reduce not in ("best", "mean"):
+            raise ValueError(f"lr_reduce must be 'best' or 'mean', not {lr_reduce!r}")
+        self.lr_reduce = lr_reduce
         self._instances: dict[str, dict] = {}
 
     def instances(self, split):
@@ -161,17 +185,16 @@ class Optimizer(Problem):
 
     def _build(self, split):
         if split == "probe":
-            # One probe per lr, alternating models, on tiny fixed slices but with the full
-            # step budget: a rule whose behaviour depends on lr, tensor rank or a late step
+            # Both models at every lr, on tiny fixed slices but with the full step budget:
+            # a rule whose behaviour depends on lr, tensor names or ranks, or a late step
             # count must not hash like one that does not.
-            tasks = ("probe_softmax", "probe_mlp")
-            return {f"{tasks[i % 2]}_lr{lr:g}": make_instance(tasks[i % 2], 1000 * self.seed + 999, lr, self.steps)
-                    for i, lr in enumerate(self.lr_grid)}
+            return {f"{task}_lr{lr:g}": make_instance(task, 1000 * self.seed + 999, lr, self.steps, self.batch_size)
+                    for task in ("probe_softmax", "probe_mlp") for lr in self.lr_grid}
         if split not in SPLIT_TASKS:
             raise ValueError(f"unknown split {split!r}")
         # Distinct init seeds per split keep the test runs unseen during evolution.
         base = 1000 * self.seed + (0 if split == "train" else 100)
-        return {f"{task}_s{base + s}_lr{lr:g}": make_instance(task, base + s, lr, self.steps)
+        return {f"{task}_s{base + s}_lr{lr:g}": make_instance(task, base + s, lr, self.steps, self.batch_size)
                 for task in SPLIT_TASKS[split] for s in range(self.seeds_per_task) for lr in self.lr_grid}
 
     @staticmethod
@@ -187,8 +210,8 @@ class Optimizer(Problem):
         # threads only contend (10x slower measured on a loaded 2-core machine). Overflow
         # warnings are silenced: divergence is detected below.
         with BLAS.limit(limits=1, user_api="blas"), np.errstate(all="ignore"):
-            for step in range(instance["steps"]):
-                loss, grads, _ = loss_and_grads(instance, params)
+            for step, rows in zip(range(instance["steps"]), minibatches(instance)):
+                loss, grads, _ = loss_and_grads(instance, params, rows=rows)
                 if not math.isfinite(loss):
                     return {"diverged_at_step": step}
                 params, state = _checked_step(update(params, grads, state, step, instance["lr"]), shapes)
@@ -209,7 +232,7 @@ class Optimizer(Problem):
             raise InvalidOutput("expected a dict with 'params' or 'diverged_at_step'")
         if "params" not in output:
             # Only the honest harness reports divergence, and claiming it can only lower the score.
-            return self._diverged()
+            return self._diverged(instance)
         params = output["params"]
         if not isinstance(params, dict) or set(params) != set(init):
             raise InvalidOutput(f"params must be a dict with keys {sorted(init)}")
@@ -226,37 +249,47 @@ class Optimizer(Problem):
             if not np.isfinite(p).all():
                 raise InvalidOutput(f"params[{k!r}] holds NaN or infinite values")
             final[k] = p
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"):  # overflow is checked for below
             loss, _, accuracy = loss_and_grads(instance, final, grads=False)
-        if not math.isfinite(loss):  # finite weights so large that the logits overflow
-            return self._diverged()
+            theta0 = np.concatenate([p.ravel() for p in init.values()])
+            theta = np.concatenate([final[k].ravel() for k in init])
+            delta = theta - theta0
+            delta_norm = float(np.linalg.norm(delta))
+            uniformity = float(np.abs(delta).sum() / (math.sqrt(delta.size) * delta_norm)) if delta_norm > 0 else 0.0
+            growth = math.log10(max(float(np.linalg.norm(theta)), 1e-300) / float(np.linalg.norm(theta0)))
+        if not all(map(math.isfinite, (loss, growth, uniformity))):  # finite weights near the end of the float range
+            return self._diverged(instance)
         ratio = loss / loss0
         normalized = 1.0 - math.log(min(max(ratio, LOSS_FLOOR), 1.0)) / math.log(LOSS_FLOOR)
-        theta0 = np.concatenate([p.ravel() for p in init.values()])
-        theta = np.concatenate([final[k].ravel() for k in init])
-        delta = theta - theta0
-        delta_norm = float(np.linalg.norm(delta))
-        uniformity = float(np.abs(delta).sum() / (math.sqrt(delta.size) * delta_norm)) if delta_norm > 0 else 0.0
-        growth = math.log10(max(float(np.linalg.norm(theta)), 1e-300) / float(np.linalg.norm(theta0)))
-        if not (math.isfinite(growth) and math.isfinite(uniformity)):  # weights near the float range's end
-            return self._diverged()
         return {"score": -normalized, "normalized_loss": normalized, "loss_ratio": ratio, "accuracy": accuracy,
-                "diverged": 0.0, "param_growth": growth, "update_uniformity": uniformity}
+                "diverged": 0.0, "log10_lr": math.log10(instance["lr"]), "param_growth": growth,
+                "update_uniformity": uniformity}
 
     @staticmethod
-    def _diverged() -> dict[str, float]:
+    def _diverged(instance) -> dict[str, float]:
         # Worst score. Measurements that need finite weights are left out rather than NaN
         # (the evaluator rejects non-finite metrics); aggregate averages them over the rest.
-        return {"score": -1.0, "normalized_loss": 1.0, "accuracy": 0.0, "diverged": 1.0}
+        return {"score": -1.0, "normalized_loss": 1.0, "accuracy": 0.0, "diverged": 1.0,
+                "log10_lr": math.log10(instance["lr"])}
 
     def aggregate(self, per_instance):
-        runs = list(per_instance.values())
-        finished = [m for m in runs if not m["diverged"]]
+        # A run is one (task, seed); its instances differ only in lr (names end in "_lr<lr>").
+        runs: dict[str, list[dict[str, float]]] = {}
+        for name, m in per_instance.items():
+            runs.setdefault(name.rsplit("_lr", 1)[0], []).append(m)
+        # Each run at its best lr (ties: the first in grid order).
+        best = [min(ms, key=lambda m: m["normalized_loss"]) for ms in runs.values()]
+        every = list(per_instance.values())
+        counted = best if self.lr_reduce == "best" else every
+        finished = [m for m in counted if not m["diverged"]]
         desc = {d.name: float(np.mean([m[d.name] for m in finished])) if finished else DIVERGED_DESCRIPTORS[d.name]
                 for d in self.descriptors}
-        metrics = {"normalized_loss": float(np.mean([m["normalized_loss"] for m in runs])),
-                   "accuracy": float(np.mean([m["accuracy"] for m in runs])),
-                   "diverged": float(np.mean([m["diverged"] for m in runs]))}
+        metrics = {"normalized_loss": float(np.mean([m["normalized_loss"] for m in counted])),
+                   "accuracy": float(np.mean([m["accuracy"] for m in counted])),
+                   "best_lr_normalized_loss": float(np.mean([m["normalized_loss"] for m in best])),
+                   "grid_mean_normalized_loss": float(np.mean([m["normalized_loss"] for m in every])),
+                   "best_log10_lr": float(np.mean([m["log10_lr"] for m in best])),
+                   "diverged": float(np.mean([m["diverged"] for m in every]))}
         if finished:  # the median: ratios span tens of orders of magnitude (losses can reach 0)
             metrics["loss_ratio_median"] = float(np.median([m["loss_ratio"] for m in finished]))
-        return Score(score=float(np.mean([m["score"] for m in runs])), descriptors=desc, metrics=metrics)
+        return Score(score=float(np.mean([m["score"] for m in counted])), descriptors=desc, metrics=metrics)

@@ -1,0 +1,117 @@
+"""The evaluation worker inside bubblewrap (``bwrap``, the Debian package ``bubblewrap``).
+
+bwrap starts once per warm worker, not per candidate (a bwrap start costs
+about 15 ms, a fresh Python with numpy far more); the worker then forks one
+sandboxed child per candidate inside it, and every child inherits:
+
+* a filesystem view that holds only the system's libraries, the Python
+  installation, the engine's packages, the problem folder and its data, all
+  read-only: no home directory, no run directory (the store), no ``/run``
+  sockets, no host ``/tmp``;
+* a private, size-capped tmpfs ``/tmp``: the worker's per-job scratch
+  directories, the only writable place;
+* its own PID namespace (the worker is PID 1: when it dies, the kernel kills
+  every candidate process; candidates see no host process), network namespace
+  (loopback only), IPC and UTS namespaces, and a new session.
+
+Run as root, bwrap keeps only the capabilities the worker needs to drop each
+candidate to its own uid, hand it its scratch directory, and kill and clean up
+after it. Run unprivileged, bwrap needs user namespaces; there the candidate
+keeps the worker's uid (one uid is mapped), which the PID namespace still
+keeps away from every host process.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable
+
+WORKER_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER")
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What the dynamic loader and numpy's BLAS may read from /etc; nothing else of it.
+ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime")
+SCRATCH = "/tmp"
+
+
+def executable() -> str | None:
+    return shutil.which("bwrap")
+
+
+def namespace_args() -> list[str]:
+    args = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--as-pid-1"]
+    if os.geteuid() == 0:
+        args += ["--cap-drop", "ALL"] + [a for cap in WORKER_CAPS for a in ("--cap-add", cap)]
+    else:  # unprivileged bwrap creates its namespaces inside a user namespace
+        args.insert(0, "--unshare-user")
+    return args
+
+
+@functools.lru_cache(maxsize=None)
+def unusable_reason() -> str | None:
+    """None if bwrap can create this sandbox's namespaces here; else why not, in one line."""
+    bwrap = executable()
+    if bwrap is None:
+        return "bwrap not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    try:
+        done = subprocess.run([bwrap, *namespace_args(), "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
+                               "--", "true"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"bwrap cannot run: {e}"
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        return f"bwrap is installed but cannot create namespaces here: {lines[-1] if lines else done.returncode}"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def version() -> str:
+    bwrap = executable()
+    try:
+        return subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, TypeError, subprocess.TimeoutExpired):
+        return "bwrap"
+
+
+def _inside(path: Path, others: Iterable[Path]) -> bool:
+    return any(path != o and path.is_relative_to(o) for o in others)
+
+
+def readonly_paths(needed: Iterable[str | Path], private: Iterable[str | Path]) -> list[str]:
+    """Host paths the worker sees (read-only): the Python installation and import path,
+    plus ``needed`` (packages, problem folder, data). A ``sys.path`` entry that contains
+    one of ``private`` (the working directory, the engine's checkout: where run
+    directories live) is left out: ``needed`` names the parts of it the worker uses."""
+    private = [Path(p).resolve() for p in private]
+    candidates = [Path(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix, sys.base_exec_prefix)]
+    for entry in sys.path:
+        path = Path(entry or ".").resolve()
+        if path.exists() and not any(p == path or p.is_relative_to(path) for p in private):
+            candidates.append(path)
+    candidates += [Path(p).resolve() for p in needed if p]
+    found = sorted({p.resolve() for p in candidates if p.exists() and str(p) != "/"})
+    return [str(p) for p in found if not _inside(p, found) and not (p == Path("/usr") or p.is_relative_to("/usr"))]
+
+
+def command(argv: list[str], env: dict[str, str], readonly: list[str], scratch_mb: int) -> list[str]:
+    """The bwrap command line that runs ``argv`` (the worker) in the sandbox described above."""
+    args = [executable(), *namespace_args(), "--clearenv"]
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    for top in SYSTEM_DIRS:
+        if os.path.islink(top):  # merged /usr: /bin -> usr/bin
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    for path in ETC_FILES:
+        args += ["--ro-bind-try", path, path]
+    # The scratch tmpfs first: a problem folder under the host's /tmp (tests) is then bound on top of it.
+    args += ["--size", str(scratch_mb << 20), "--perms", "0755", "--tmpfs", SCRATCH]
+    for path in readonly:
+        args += ["--ro-bind", path, path]
+    args += ["--proc", "/proc", "--dev", "/dev", "--chdir", SCRATCH, "--", *argv]
+    return args

