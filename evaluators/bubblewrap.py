@@ -93,7 +93,8 @@ def readonly_paths(needed: Iterable[str | Path], private: Iterable[str | Path]) 
         if path.exists() and not any(p == path or p.is_relative_to(path) for p in private):
             candidates.append(path)
     candidates += [Path(p).resolve() for p in needed if p]
-    found = sorted({p.resolve() for p in candidates if p.exists() and str(p) != "/"})
+    # Never the host's /tmp (or anything holding it): the private scratch tmpfs takes its place.
+    found = sorted({p.resolve() for p in candidates if p.exists() and not Path(SCRATCH).is_relative_to(p.resolve())})
     return [str(p) for p in found if not _inside(p, found) and not (p == Path("/usr") or p.is_relative_to("/usr"))]
 
 
@@ -111,7 +112,13 @@ def command(argv: list[str], env: dict[str, str], readonly: list[str], scratch_m
         args += ["--ro-bind-try", path, path]
     # The scratch tmpfs first: a problem folder under the host's /tmp (tests) is then bound on top of it.
     args += ["--size", str(scratch_mb << 20), "--perms", "0755", "--tmpfs", SCRATCH]
+    made = {"/", SCRATCH}
     for path in readonly:
+        # bwrap would make missing parents 0700: a candidate under its own uid could not reach the path.
+        for parent in reversed(Path(path).parents):
+            if str(parent) not in made:
+                made.add(str(parent))
+                args += ["--perms", "0755", "--dir", str(parent)]
         args += ["--ro-bind", path, path]
     args += ["--proc", "/proc", "--dev", "/dev", "--chdir", SCRATCH, "--", *argv]
     return args

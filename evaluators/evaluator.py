@@ -150,6 +150,8 @@ class Evaluator:
             entry = self._functional.get(result.functional_hash) if result.functional_hash else None
             if not self._forget():
                 self._counts["syntactic_hits"] += 1
+                if entry is not None:
+                    entry.hits += 1
                 if entry is not None and result.ok and entry.repeats + entry.pending < self.noise_repeats:
                     return await self._repeat(entry, code, s_hash, 0.0, "syntactic", first)
                 if entry is not None and entry.task.done():  # the entry may hold a newer mean
@@ -212,8 +214,6 @@ class Evaluator:
     async def _repeat(self, entry: _Entry, code: str, s_hash: str, probe_s: float, kind: str,
                       first: int | None) -> Evaluation:
         """A duplicate of a noisy problem: one more full evaluation, averaged into the entry."""
-        if kind == "syntactic":
-            entry.hits += 1
         entry.pending += 1
         try:
             again = await self._cascade(code, s_hash, entry.functional_hash, probe_s, gate_best=False)

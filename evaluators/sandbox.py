@@ -131,12 +131,20 @@ def _lock_down(limits: Limits, scratch: str, output_fd: int, result_fd: int) -> 
         resource.setrlimit(res, value)
 
 
+def _exception(e: BaseException) -> str:
+    try:
+        text = str(e)
+    except BaseException:  # a candidate's exception with a hostile __str__
+        text = "(unprintable)"
+    return one_line(f"{type(e).__name__}: {text}" if text else type(e).__name__)
+
+
 def _execute(code: str, call: Callable[[dict, Any], Any], instances: dict[str, Any]) -> dict:
     """Run the candidate; return the message for the trusted side."""
     try:
         compiled = compile(code, "<candidate>", "exec")
     except (SyntaxError, ValueError) as e:
-        return {"error": "syntax", "reason": one_line(f"{type(e).__name__}: {e}")}
+        return {"error": "syntax", "reason": _exception(e)}
     namespace: dict[str, Any] = {"__name__": "__candidate__"}
     failure = None
     try:
@@ -144,9 +152,9 @@ def _execute(code: str, call: Callable[[dict, Any], Any], instances: dict[str, A
         outputs = {name: call(namespace, instance) for name, instance in instances.items()}
         return {"outputs": outputs}
     except MemoryError as e:
-        failure = {"error": "memory", "reason": one_line(f"MemoryError: {e}" if str(e) else "MemoryError")}
+        failure = {"error": "memory", "reason": _exception(e)}
     except BaseException as e:  # SystemExit and KeyboardInterrupt from the candidate are crashes too
-        failure = {"error": "crash", "reason": one_line(f"{type(e).__name__}: {e}")}
+        failure = {"error": "crash", "reason": _exception(e)}
     namespace.clear()  # free what the candidate allocated before serializing the verdict
     return failure
 

@@ -38,7 +38,7 @@ from evaluators.hashing import DEFAULT_MANTISSA_BITS, functional_hash
 # candidate's uid cannot read the Python installation (e.g. one under /root, no bubblewrap).
 PRELOAD = ("numpy", "math", "cmath", "random", "statistics", "fractions", "decimal", "itertools", "functools",
            "operator", "collections", "heapq", "bisect", "copy", "re", "string", "dataclasses", "typing", "array",
-           "numbers", "enum")
+           "numbers", "enum", "encodings.idna")
 
 
 def _finite(x: Any) -> bool:

@@ -30,6 +30,9 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(run)
     sub.add_parser("problems", help="list available problems")
     sub.add_parser("doctor", help="show which sandbox isolation layers are active on this machine")
+    new = sub.add_parser("new-problem", help="write a working problem folder to start from")
+    new.add_argument("name", help="problem name (a Python identifier)")
+    new.add_argument("--dir", default=".", help="where to create the folder (default: here)")
     return top
 
 
@@ -78,10 +81,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_problem(args: argparse.Namespace) -> int:
+    from .scaffold import new_problem
+    folder = new_problem(args.name, Path(args.dir))
+    print(f"wrote {folder}; try: evosearch run {folder} --sampler mutate --samples 10")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "problems": cmd_problems, "doctor": cmd_doctor}[args.command](args)
+        return {"run": cmd_run, "problems": cmd_problems, "doctor": cmd_doctor,
+                "new-problem": cmd_new_problem}[args.command](args)
     except _user_errors() as e:
         print(f"evosearch: error: {e}", file=sys.stderr)
         return 2

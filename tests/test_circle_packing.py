@@ -90,7 +90,8 @@ def test_probe_is_the_packing_itself(problem):
         exec(code, ns)
         return functional_hash(problem.probe(ns, instance))
 
-    rewritten = seed.replace("ticks = (np.arange(side) + 0.5) / side", "ticks = np.linspace(0.5 / side, 1 - 0.5 / side, side)")
+    rewritten = seed.replace("ticks = (np.arange(side) + 0.5) / side",
+                             "ticks = np.linspace(0.5 / side, 1 - 0.5 / side, side)")
     assert rewritten != seed and hash_of(rewritten) == hash_of(seed)
     assert hash_of(rows) != hash_of(seed)
 

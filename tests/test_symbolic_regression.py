@@ -9,7 +9,6 @@ from evaluators.pool import WorkerPool
 from evosearch.problem import InvalidOutput, ProblemError, load_problem
 from evosearch.program import replace_functions
 from problems.symbolic_regression import baselines, data
-from problems.symbolic_regression.problem import render_skeleton
 
 # NMSE (train, ID, OOD) of the README's baseline table (python -m problems.symbolic_regression.baselines
 # --data-dir ../shared/data); BFGS from ones is deterministic, so these move only if the harness does.

@@ -151,6 +151,13 @@ def test_bad_options_are_one_line():
         load_problem("tsp", options={"train_cities": 2})
     with pytest.raises(ProblemError, match="tsplib must be a list"):
         load_problem("tsp", options={"tsplib": "berlin52"})
+    with pytest.raises(ProblemError, match="tsplib needs --data-dir"):
+        load_problem("tsp", options={"tsplib": ["berlin52"]})
+
+
+def test_unknown_tsplib_name_is_one_line(shared_data):
+    with pytest.raises(ProblemError, match="no TSPLIB instance berlin53.tsp"):
+        load_problem("tsp", data_dir=shared_data, options={"tsplib": ["berlin52", "berlin53"]})
 
 
 def test_seed_and_a_broken_rule_in_the_sandbox(shared_data):
@@ -161,7 +168,7 @@ def test_seed_and_a_broken_rule_in_the_sandbox(shared_data):
         await pool.start()
         try:
             seed = load_problem("tsp").skeleton
-            broken = seed.replace("return -distances[current, unvisited]", "return -distances[current]")
+            broken = seed.replace("return -step", "return -distances[current]")
             return [await pool.run(seed, split) for split in ("probe", "train", "test")] + \
                 [await pool.run(broken, "train")]
         finally:

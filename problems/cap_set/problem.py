@@ -14,7 +14,7 @@ import itertools
 import random
 
 import numpy as np
-import numpy.random  # noqa: F401  - loaded in the worker: a sandboxed candidate may be unable to import
+import numpy.random  # noqa: F401  - loaded in the worker, so no sandboxed candidate pays for the import
 
 from evosearch.problem import Descriptor, InvalidOutput, Problem, Score
 

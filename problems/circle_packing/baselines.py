@@ -87,7 +87,8 @@ def main(argv=None):
     print(f"| program (n = {args.n}) | sum of radii | radius_spread | border_share | cpu s |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['sum_radii']:.10f} | {r['radius_spread']:.3f} | {r['border_share']:.3f} | {r['cpu_s']:.2f} |")
+        print(f"| {name} | {r['sum_radii']:.10f} | {r['radius_spread']:.3f} | {r['border_share']:.3f} "
+              f"| {r['cpu_s']:.2f} |")
     if args.n == 26:
         print(f"| previous best (published) | {PREVIOUS_BEST_26} | | | |")
         print(f"| AlphaEvolve (published) | {ALPHAEVOLVE_26} | | | |")

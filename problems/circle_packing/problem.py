@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 
 import numpy as np
-# Loaded in the worker, so each forked sandbox starts with them: a candidate running under
-# another uid may be unable to import modules itself.
+# Loaded in the worker, so each forked sandbox starts with them: importing scipy.optimize
+# would cost every evaluation of a candidate that uses it a second or more.
 import numpy.random  # noqa: F401
 import scipy.optimize  # noqa: F401
 import scipy.spatial  # noqa: F401

@@ -52,7 +52,8 @@ def evaluate(problem: Problem, code: str, split: str) -> tuple[Score, dict[str, 
     namespace: dict = {}
     exec(compile(code, "<program>", "exec"), namespace)
     runner = problem.probe if split == "probe" else problem.run
-    per_instance = {name: problem.score(inst, runner(namespace, inst)) for name, inst in problem.instances(split).items()}
+    per_instance = {name: problem.score(inst, runner(namespace, inst))
+                    for name, inst in problem.instances(split).items()}
     return problem.aggregate(per_instance), per_instance
 
 
@@ -86,8 +87,9 @@ def main(argv=None):
                 results.setdefault(domain, {}).setdefault(split, {})[name] = {
                     "score": score.score, "descriptors": score.descriptors, "metrics": m, "cpu_seconds": cpu,
                     "ground_seconds": ground_s, "solved": sorted(k for k, v in per_instance.items() if v["solved"])}
+                quality = f"{m['quality']:.2f}" if "quality" in m else "-"  # test tasks only
                 rows.append([domain, split, name, f"{m['solved']:.0f}/{m['tasks']:.0f}", f"{score.score:.4f}",
-                             f"{m['evaluations']:.0f}", f"{m['plan_length']:.1f}", f"{m['quality']:.2f}",
+                             f"{m['evaluations']:.0f}", f"{m['plan_length']:.1f}", quality,
                              f"{score.descriptors['steps_per_goal']:.2f}", f"{cpu:.1f}", f"{ground_s:.2f}"])
                 print(_table(["domain", "split", "heuristic", "solved", "score", "mean calls", "mean plan length",
                               "quality", "steps_per_goal", "cpu s", "grounding s"], rows[-1:]).splitlines()[-1],

@@ -39,8 +39,8 @@ def programs(problem: Problem) -> dict[str, str]:
     seed = problem.skeleton
     names = [name for name, _ in problem.spec.inputs]
     header = f"def equation({', '.join(f'{n}: np.ndarray' for n in names)}, params: np.ndarray) -> np.ndarray:\n"
-    return {"linear (seed)": seed,
-            "polynomial (10 terms)": replace_functions(seed, {"equation": header + f"    return {polynomial(names)}\n"})}
+    poly = header + f"    return {polynomial(names)}\n"
+    return {"linear (seed)": seed, "polynomial (10 terms)": replace_functions(seed, {"equation": poly})}
 
 
 def evaluate(problem: Problem, code: str, split: str) -> dict[str, float]:

@@ -11,7 +11,6 @@ in-domain (ID) and out-of-domain (OOD) NMSE.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 

@@ -13,7 +13,7 @@ import functools
 import random
 
 import numpy as np
-import numpy.random  # noqa: F401  - loaded in the worker: a sandboxed candidate may be unable to import
+import numpy.random  # noqa: F401  - loaded in the worker, so no sandboxed candidate pays for the import
 
 from evosearch.problem import Descriptor, InvalidOutput, Problem
 from problems.tsp.held_karp import held_karp_bound
@@ -133,8 +133,15 @@ class TSP(Problem):
                                     ("train_cities", train_cities, 3), ("test_cities", test_cities, 3)):
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"{label} must be an integer of at least {least}, not {value!r}")
-        if tsplib is not None and not (isinstance(tsplib, list) and all(isinstance(n, str) for n in tsplib)):
-            raise ValueError(f"tsplib must be a list of instance names, not {tsplib!r}")
+        if tsplib is not None:
+            if not (isinstance(tsplib, list) and tsplib and all(isinstance(n, str) for n in tsplib)):
+                raise ValueError(f"tsplib must be a list of instance names, not {tsplib!r}")
+            folder = self.data_dir.joinpath(*TSPLIB_DIR) if self.data_dir else None
+            if folder is None or not folder.is_dir():
+                raise ValueError(f"tsplib needs --data-dir holding {'/'.join(TSPLIB_DIR)}/")
+            missing = [n for n in tsplib if not (folder / f"{n}.tsp").is_file()]
+            if missing:
+                raise ValueError(f"no TSPLIB instance {missing[0]}.tsp in {folder}")
         self.sizes = {"train": (train_instances, train_cities), "test": (test_instances, test_cities)}
         self.tsplib = tsplib
 

@@ -12,5 +12,7 @@ def priority(current: int, start: int, unvisited: np.ndarray, distances: np.ndar
     unvisited: indices of the cities not visited yet (at least two, increasing).
     distances: the symmetric matrix of distances between all cities (read-only).
     """
-    return -distances[current, unvisited]
+    step = distances[current, unvisited]  # length of the move to each candidate
+    back = distances[start, unvisited]  # how far each candidate lies from the end of the tour
+    return -step
 # EVOLVE-BLOCK-END
