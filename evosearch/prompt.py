@@ -5,6 +5,7 @@ last, so servers with prefix caching (vLLM, llama.cpp) reuse the shared part.
 """
 from __future__ import annotations
 
+import ast
 import io
 import tokenize
 
@@ -46,6 +47,12 @@ def program_context(skeleton: str) -> str:
     return "\n".join(lines).strip()
 
 
+def signature(source: str) -> str:
+    """A function's lines before its body (decorators and ``def`` line(s)), with a newline."""
+    node = ast.parse(source).body[0]
+    return "\n".join(source.splitlines()[:node.body[0].lineno - 1]) + "\n"
+
+
 def build_prompt(*, description: str, skeleton: str, parents: list[tuple[str, float]], seed: int) -> Prompt:
     """``parents``: (program code, score) pairs, any order; shown worst first, best last."""
     parents = sorted(parents, key=lambda p: p[1])
@@ -59,4 +66,11 @@ def build_prompt(*, description: str, skeleton: str, parents: list[tuple[str, fl
             + "\n\n".join(f"```python\n{s}\n```" for s in shown)
             + f"\n\nWrite {wanted}, an improved version of the functions above. "
               f"Change the logic, not only the names.")
-    return Prompt(system=SYSTEM, user=user, parents=[c for c, _ in parents], functions=names, seed=seed)
+    first = names[0]
+    # FunSearch's trick: a short docstring in the header keeps the model from copying the long one.
+    header = (rename(signature(evolvable_functions(skeleton)[first]), first, f"{first}_v{k}")
+              + f'    """Improved version of `{first}_v{k - 1}`."""\n')
+    completion = (f'"""{description}"""\n\n{program_context(skeleton)}\n\n\n' + "\n\n\n".join(shown)
+                  + f"\n\n\n# Version {k} (improved)\n{header}")
+    return Prompt(system=SYSTEM, user=user, parents=[c for c, _ in parents], functions=names, seed=seed,
+                  completion=completion, header=header)

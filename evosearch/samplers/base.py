@@ -11,8 +11,8 @@ class SamplerError(Exception):
 
 @dataclass
 class Prompt:
-    """What a sampler gets. LLM samplers read ``system`` and ``user``; LLM-free
-    samplers read ``parents``. ``seed`` is per sample so that deterministic
+    """What a sampler gets. Chat models read ``system`` and ``user``, completion
+    models ``completion``; LLM-free samplers read ``parents``. ``seed`` is per sample so that deterministic
     samplers give the same text for the same run seed and sample index."""
 
     system: str
@@ -20,6 +20,10 @@ class Prompt:
     parents: list[str]  # parent programs (full code), worst first, best last
     functions: list[str]  # names of the evolvable functions
     seed: int
+    # The same material as plain code ending in ``header`` (the next version's ``def`` line), for
+    # completion models, which continue code far more reliably than they follow chat instructions.
+    completion: str = ""
+    header: str = ""
 
 
 @dataclass
