@@ -12,9 +12,10 @@ and compared with the result the cache gave it: any difference in status,
 score, descriptors or metrics is a false merge. Reported:
 
 * the fraction of full evaluations avoided (against evaluating every parsed program);
-* the probe's cost relative to a full evaluation, as sandboxed wall time per run
-  (what dedup adds to every candidate) and as in-process compute (the problem's
-  ``probe`` against its ``run``, no sandbox), medians;
+* the probe's cost relative to a full evaluation, medians per sandboxed run of the
+  CPU time it took (worker and candidate: what dedup adds to every candidate, the
+  same on a busy machine as on an idle one) and of its wall time, and as in-process
+  compute (the problem's ``probe`` against its ``run``, no sandbox);
 * false merges and their rate among hits, at the chosen hash precision.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import statistics
 import sys
@@ -38,7 +40,7 @@ class RecordingPool:
     """A WorkerPool seen through a window that notes the wall time of every sandboxed run."""
 
     def __init__(self, pool: WorkerPool):
-        self.pool, self.times = pool, {}
+        self.pool, self.times, self.cpu = pool, {}, {}
 
     @property
     def info(self):
@@ -50,6 +52,7 @@ class RecordingPool:
     async def run(self, code, split, **limits):
         reply = await self.pool.run(code, split, **limits)
         self.times.setdefault(split, []).append(float(reply["eval_s"]))
+        self.cpu.setdefault(split, []).append(float(reply["cpu_s"]))
         return reply
 
 
@@ -128,6 +131,7 @@ async def measure(problem: str, codes: list[str], workers: int, mantissa_bits: i
         layers = pool.info["isolation"]
     parsed = len(codes) - stats["syntax_errors"]
     probe_s, full_s = recorder.times.get("probe", [0.0]), recorder.times.get("train", [float("nan")])
+    probe_cpu, full_cpu = recorder.cpu.get("probe", [0.0]), recorder.cpu.get("train", [float("nan")])
     return {
         "problem": problem, "programs": len(codes), "syntax_errors": stats["syntax_errors"],
         "probe_failures": sum(1 for r in results if r.status != "syntax" and not r.cache_hit
@@ -138,11 +142,13 @@ async def measure(problem: str, codes: list[str], workers: int, mantissa_bits: i
         "avoided_by_hits": len(hits) / max(len(hits) + stats["full_runs"], 1),
         "probe_ms_median": 1000 * statistics.median(probe_s), "full_ms_median": 1000 * statistics.median(full_s),
         "probe_cost_sandboxed": statistics.median(probe_s) / statistics.median(full_s),
+        "probe_cpu_ms_median": 1000 * statistics.median(probe_cpu), "full_cpu_ms_median": 1000 * statistics.median(full_cpu),
+        "probe_cost_sandboxed_cpu": statistics.median(probe_cpu) / statistics.median(full_cpu),
         "hits_rechecked": len(hits), "false_merges": len(false), "false_merge_rate": len(false) / max(len(hits), 1),
         "false_merge_examples": [{"program": i, "cached": [c.status, c.score], "full": [f.status, f.score]}
                                  for i, c, f in false[:5]],
         "mantissa_bits": mantissa_bits, "workers": workers, "stream_s": stream_s, "recheck_s": check_s,
-        "isolation": layers,
+        "isolation": layers, "load_average": os.getloadavg(),
     }
 
 
@@ -174,8 +180,10 @@ def main() -> None:
         ("functional hits", f"{row['functional_hits']}"),
         ("full evaluations run", f"{row['full_evaluations']}"),
         ("full evaluations avoided", f"{100 * row['avoided_fraction']:.1f}%  (target >= 40%)"),
-        ("probe / full, sandboxed wall", f"{100 * row['probe_cost_sandboxed']:.1f}%  ({row['probe_ms_median']:.1f} ms / "
-                                         f"{row['full_ms_median']:.1f} ms median; target <= 5%)"),
+        ("probe / full, sandboxed CPU time", f"{100 * row['probe_cost_sandboxed_cpu']:.1f}%  ({row['probe_cpu_ms_median']:.1f} "
+                                             f"ms / {row['full_cpu_ms_median']:.1f} ms median; target <= 5%)"),
+        ("probe / full, sandboxed wall time", f"{100 * row['probe_cost_sandboxed']:.1f}%  ({row['probe_ms_median']:.1f} ms / "
+                                              f"{row['full_ms_median']:.1f} ms median, load {row['load_average'][0]:.1f})"),
         ("probe / full, in-process compute", f"{100 * row['probe_cost_in_process']:.1f}%"),
         ("hits re-evaluated in full", f"{row['hits_rechecked']}"),
         ("false merges", f"{row['false_merges']}  (rate {row['false_merge_rate']:.4f}; target 0)"),

@@ -98,8 +98,11 @@ def readonly_paths(needed: Iterable[str | Path], private: Iterable[str | Path]) 
     return [str(p) for p in found if not _inside(p, found) and not (p == Path("/usr") or p.is_relative_to("/usr"))]
 
 
-def command(argv: list[str], env: dict[str, str], readonly: list[str], scratch_mb: int) -> list[str]:
-    """The bwrap command line that runs ``argv`` (the worker) in the sandbox described above."""
+def command(argv: list[str], env: dict[str, str], readonly: list[str], scratch_mb: int,
+            hidden: list[str] = ()) -> list[str]:
+    """The bwrap command line that runs ``argv`` (the worker) in the sandbox described above;
+    ``hidden`` paths (e.g. the run directory, when it lies inside a problem folder) are
+    covered by an empty tmpfs."""
     args = [executable(), *namespace_args(), "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]
@@ -120,5 +123,9 @@ def command(argv: list[str], env: dict[str, str], readonly: list[str], scratch_m
                 made.add(str(parent))
                 args += ["--perms", "0755", "--dir", str(parent)]
         args += ["--ro-bind", path, path]
+    for path in hidden:
+        resolved = Path(path).resolve()
+        if resolved.is_dir() and any(resolved.is_relative_to(p) for p in readonly):
+            args += ["--perms", "0000", "--tmpfs", str(resolved)]
     args += ["--proc", "/proc", "--dev", "/dev", "--chdir", SCRATCH, "--", *argv]
     return args

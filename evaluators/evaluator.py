@@ -232,9 +232,9 @@ class Evaluator:
         await self.pool.start()  # the stages come from the worker's ready message
         scores: dict[str, float] = {}
         eval_s = probe_s
-        result = None
+        result, is_best = None, False
         for stage in self.stages:
-            if stage.for_best and (result is None or not gate_best or not is_best):
+            if stage.for_best and not (gate_best and is_best):
                 break
             reply = await self._run(code, stage.split)
             eval_s += float(reply.get("eval_s") or 0.0)

@@ -49,8 +49,15 @@ def round_mantissa(x: float, bits: int) -> float:
 
 
 def _canonical(value: Any, bits: int) -> Any:
+    kind = type(value)  # fast paths for the exact types JSON parsing produces
+    if kind is int or kind is str or kind is bool or value is None:
+        return value
+    if kind is list and set(map(type, value)) <= {int}:  # ranks, indices: the usual probe output
+        return value
+    if kind is list:
+        return [_canonical(v, bits) for v in value]
     # bool before int: bool is an int subclass but a different output.
-    if value is None or isinstance(value, (bool, str)):
+    if isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
         return int(value)

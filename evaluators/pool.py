@@ -79,20 +79,23 @@ class _WorkerProcess:
     """One ``evaluators.worker`` process (inside bwrap when the pool uses it) and its
     line protocol (blocking calls)."""
 
-    def __init__(self, config: dict, start_timeout_s: float, bwrap_paths: list[str] | None):
+    def __init__(self, config: dict, start_timeout_s: float, bwrap_paths: list[str] | None,
+                 hidden: list[str] = ()):
         env = _worker_env()
         argv = [sys.executable, "-P", "-m", "evaluators.worker"]  # -P: no cwd on sys.path
         if bwrap_paths is not None:
             self.scratch_root = None
             env["HOME"] = bubblewrap.SCRATCH
             config = {**config, "scratch_root": bubblewrap.SCRATCH}
-            argv = bubblewrap.command(argv, env, bwrap_paths, config["scratch_mb"])
+            argv = bubblewrap.command(argv, env, bwrap_paths, config["scratch_mb"], hidden)
         else:
             self.scratch_root = tempfile.mkdtemp(prefix="evosearch-worker-")
             env["HOME"] = self.scratch_root
             config = {**config, "scratch_root": self.scratch_root}
+        # A session of its own: a Ctrl-C at the driver's terminal is the driver's to handle (it closes
+        # the pool), not a signal that kills workers mid-job; the driver's death still stops them (PDEATHSIG).
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0,
-                                     cwd=self.scratch_root or "/")
+                                     cwd=self.scratch_root or "/", start_new_session=True)
         self.uid = None
         if config.get("drop_privileges") and os.geteuid() == 0:
             # Unique among live workers (the pid is): candidates of two workers never share a uid,
@@ -186,6 +189,8 @@ class _WorkerProcess:
                 except psutil.Error:
                     pass
             psutil.wait_procs(descendants, timeout=5)  # not our children: wait until they are gone
+        if self.uid is not None:  # a worker killed mid-job orphans its candidate's processes: find them by uid
+            _kill_uid_processes(self.uid)
         for stream in (self.proc.stdin, self.proc.stdout):
             try:
                 stream.close()
@@ -195,11 +200,25 @@ class _WorkerProcess:
             shutil.rmtree(self.scratch_root, ignore_errors=True)  # what a killed job left behind
 
 
-def _kill_all(slots: list) -> None:
-    for i, worker in enumerate(slots):
-        if worker is not None:
-            worker.kill(grace_s=0.5)
-            slots[i] = None
+def _kill_uid_processes(uid: int, rounds: int = 10) -> None:
+    for _ in range(rounds):
+        left = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
+        if not left:
+            return
+        for p in left:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(left, timeout=1)
+
+
+def _kill_all(*slot_lists: list) -> None:
+    for slots in slot_lists:
+        for i, worker in enumerate(slots):
+            if worker is not None:
+                worker.kill(grace_s=0.5)
+                slots[i] = None
 
 
 _live_pools: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
@@ -208,7 +227,7 @@ _live_pools: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
 @atexit.register
 def _kill_leftover_workers() -> None:
     for pool in list(_live_pools):
-        _kill_all(pool._slots)
+        _kill_all(pool._slots, pool._spares)
 
 
 class WorkerPool:
@@ -220,7 +239,9 @@ class WorkerPool:
     candidate printed, capped; shown, never believed).
 
     ``bubblewrap``: None uses it where it works, True requires it (PoolError
-    naming why not), False never uses it. ``drop_privileges`` (root only) runs
+    naming why not), False never uses it; ``hide``: paths candidates must not see
+    even where they lie inside a folder the worker reads (the run directory, when
+    it sits inside the problem folder). ``drop_privileges`` (root only) runs
     every candidate under a uid of its own; ``isolate_network`` gives each
     worker an empty network namespace even without bubblewrap (root only).
     ``pool.info["isolation"]`` says which layers are active and why any is missing.
@@ -229,7 +250,7 @@ class WorkerPool:
     def __init__(self, problem_folder: str | Path, data_dir: str | Path | None = None, seed: int = 0,
                  options: dict[str, Any] | None = None, workers: int = 2, recycle_every: int = 200,
                  mantissa_bits: int | None = None, isolate_network: bool = True, drop_privileges: bool = True,
-                 bubblewrap: bool | None = None, scratch_mb: int = SCRATCH_MB,
+                 bubblewrap: bool | None = None, scratch_mb: int = SCRATCH_MB, hide: list[str | Path] = (),
                  start_timeout_s: float = START_TIMEOUT_S):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
@@ -242,6 +263,7 @@ class WorkerPool:
                        "mantissa_bits": mantissa_bits, "isolate_network": isolate_network,
                        "drop_privileges": drop_privileges, "scratch_mb": scratch_mb}
         self.bubblewrap = bubblewrap
+        self.hide = [str(p) for p in hide]
         self.workers = workers
         self.recycle_every = recycle_every
         self.start_timeout_s = start_timeout_s
@@ -249,6 +271,10 @@ class WorkerPool:
         self.restarts = 0
         self._bwrap_paths: list[str] | None = None
         self._slots: list[_WorkerProcess | None] = [None] * workers
+        # A worker's successor starts while it serves its last jobs, so recycling costs no job a wait.
+        self._spares: list[_WorkerProcess | None] = [None] * workers
+        self._spare_tasks: list[asyncio.Future | None] = [None] * workers
+        self._background: set[asyncio.Future] = set()
         self._idle: asyncio.Queue[int] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -285,10 +311,11 @@ class WorkerPool:
         if self._started:
             return self
         self._choose_sandbox()
-        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evaluator-pool")
+        # Threads: one per worker for its job, one per worker for starting its successor or retiring it.
+        self._executor = ThreadPoolExecutor(max_workers=2 * self.workers, thread_name_prefix="evaluator-pool")
         self._idle = asyncio.Queue()
         _live_pools.add(self)
-        weakref.finalize(self, _kill_all, self._slots)
+        weakref.finalize(self, _kill_all, self._slots, self._spares)
         loop = asyncio.get_running_loop()
         results = await asyncio.gather(*(loop.run_in_executor(self._executor, self._spawn, i)
                                          for i in range(self.workers)), return_exceptions=True)
@@ -303,7 +330,37 @@ class WorkerPool:
         return self
 
     def _spawn_process(self) -> _WorkerProcess:
-        return _WorkerProcess(dict(self.config), self.start_timeout_s, self._bwrap_paths)
+        return _WorkerProcess(dict(self.config), self.start_timeout_s, self._bwrap_paths, self.hide)
+
+    def _spawn_spare(self, slot: int) -> None:
+        try:
+            worker = self._spawn_process()
+        except PoolError:
+            return  # the job that needs a worker on this slot starts one itself, and reports why it cannot
+        with self._lock:
+            if self._closed or self._spares[slot] is not None:
+                worker.kill()
+                return
+            self._spares[slot] = worker
+
+    async def _replace(self, slot: int) -> _WorkerProcess:
+        """A live worker for ``slot``: its successor if one was started, else a new one."""
+        loop = asyncio.get_running_loop()
+        task, self._spare_tasks[slot] = self._spare_tasks[slot], None
+        if task is not None:
+            await task
+            with self._lock:
+                spare, self._spares[slot] = self._spares[slot], None
+            if spare is not None and spare.alive and not self._closed:
+                self._slots[slot] = spare
+                return spare
+            if spare is not None:
+                await loop.run_in_executor(self._executor, spare.kill)
+        return await loop.run_in_executor(self._executor, self._spawn, slot)
+
+    def _in_background(self, future: asyncio.Future) -> None:
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
 
     def _spawn(self, slot: int) -> _WorkerProcess:
         worker = self._spawn_process()
@@ -321,15 +378,17 @@ class WorkerPool:
         if self._executor is not None:
             loop = asyncio.get_running_loop()
             # Not in the pool's executor: its threads may be blocked on the workers being killed.
-            await loop.run_in_executor(None, _kill_all, self._slots)
+            await loop.run_in_executor(None, _kill_all, self._slots, self._spares)
+            await asyncio.gather(*self._background, *filter(None, self._spare_tasks), return_exceptions=True)
+            await loop.run_in_executor(None, _kill_all, self._spares)  # successors that finished starting meanwhile
             self._executor.shutdown(wait=False)
         else:
-            _kill_all(self._slots)
+            _kill_all(self._slots, self._spares)
         _live_pools.discard(self)
 
     def close_blocking(self) -> None:
         self._closed = True
-        _kill_all(self._slots)
+        _kill_all(self._slots, self._spares)
 
     async def __aenter__(self) -> "WorkerPool":
         return await self.start()
@@ -375,7 +434,7 @@ class WorkerPool:
                     if worker is not None:
                         self.restarts += 1
                         await loop.run_in_executor(self._executor, worker.kill)
-                    worker = await loop.run_in_executor(self._executor, self._spawn, slot)
+                    worker = await self._replace(slot)
                 try:
                     reply = await loop.run_in_executor(self._executor, worker.request, job, timeout + GUARD_S)
                 except asyncio.CancelledError:
@@ -392,9 +451,12 @@ class WorkerPool:
                     if attempt == 2:
                         return _failure("crash", f"evaluation worker died twice: {e}")
                     continue
+                if worker.jobs >= self.recycle_every - max(1, self.recycle_every // 10) \
+                        and self._spare_tasks[slot] is None and not self._closed:
+                    self._spare_tasks[slot] = loop.run_in_executor(self._executor, self._spawn_spare, slot)
                 if worker.jobs >= self.recycle_every:
-                    await loop.run_in_executor(self._executor, worker.kill)
-                    self._slots[slot] = None  # the next job on this slot starts a fresh worker
+                    self._slots[slot] = None  # the next job on this slot takes the successor
+                    self._in_background(loop.run_in_executor(self._executor, worker.kill))
                 return reply
         finally:
             self._idle.put_nowait(slot)

@@ -9,7 +9,8 @@ Protocol, one JSON line each way over the worker's stdin/stdout:
    "noise_repeats", "pid"}`` or ``{"ready": false, "error": "<one line>"}`` (then it exits).
 2. jobs in: ``{"code", "split", "timeout_s", "memory_mb"}`` (limits may be null: the
    problem's defaults); reply: ``{"status", "reason", "score", "descriptors",
-   "metrics", "functional_hash", "eval_s", "output"}``.
+   "metrics", "functional_hash", "eval_s", "cpu_s", "output"}`` (``cpu_s``: CPU time of
+   the worker and the candidate for this job).
 
 The worker is trusted: it holds the problem and its instances, forks one
 sandboxed child per job (see :mod:`evaluators.sandbox`), and scores the child's
@@ -22,6 +23,7 @@ import gc
 import json
 import math
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -187,7 +189,10 @@ class Worker:
             outcome = sandbox.run_child(code, call, instances, self.limits(job.get("timeout_s"), job.get("memory_mb")),
                                         scratch)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            try:
+                os.rmdir(scratch)  # the common case: the candidate left nothing
+            except OSError:
+                shutil.rmtree(scratch, ignore_errors=True)
         output = outcome.output + (f"\n[{outcome.output_dropped} more bytes dropped]" if outcome.output_dropped else "")
         reply = {"status": outcome.status, "reason": outcome.reason, "score": None, "descriptors": {},
                  "metrics": {}, "functional_hash": None, "eval_s": outcome.wall_s, "output": output}
@@ -236,6 +241,13 @@ class Worker:
                 "metrics": {k: float(v) for k, v in total.metrics.items()}}
 
 
+def _cpu_s() -> float:
+    """CPU seconds used so far by this worker and its reaped children (the candidates):
+    what a job cost, whatever the load on the machine."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _send(out, message: dict) -> None:
     out.write(json.dumps(message, allow_nan=False).encode() + b"\n")
     out.flush()
@@ -267,13 +279,14 @@ def main() -> None:
     _send(proto_out, ready)
 
     for line in proto_in:  # EOF: the pool (or the driver) is gone
-        start = time.monotonic()
+        start, cpu = time.monotonic(), _cpu_s()
         try:
             reply = worker.handle(json.loads(line))
         except Exception as e:  # a bad job or a problem bug: answer, stay alive
             reply = {"status": "crash", "reason": sandbox.one_line(f"worker error: {type(e).__name__}: {e}"),
                      "score": None, "descriptors": {}, "metrics": {}, "functional_hash": None,
                      "eval_s": time.monotonic() - start, "output": ""}
+        reply["cpu_s"] = _cpu_s() - cpu
         sys.stdout.flush()
         _send(proto_out, reply)
 

@@ -27,6 +27,7 @@ from evosearch.program import EditError, evolvable_functions
 __all__ = ["extract_functions", "EditError"]
 
 _DEF = re.compile(r"^(?P<indent> *)(?:async +)?def +(?P<name>[A-Za-z_]\w*) *\(")
+_CLASS = re.compile(r"^ *class +(?P<name>[A-Za-z_]\w*) *[(:]")
 _FENCE_OPEN = re.compile(r"^\s*(?:```+|~~~+)[ \t]*(?:python3?|py|Python)?[ \t]*")
 _FENCE_CLOSE = re.compile(r"[ \t]*(?:```+|~~~+)[ \t]*$")
 _VERSION = re.compile(r"^(?P<base>\w+?)_v(?P<version>\d+)$")
@@ -54,6 +55,7 @@ class _Answer:
     lines: list[str]
     fences: list[tuple[int, int]]  # (first, last+1) line ranges of fenced code
     defs: list[_Def] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)  # their methods are not functions to splice
     # Module-level imports and simple assignments outside any function: bound name -> (line, source).
     statements: dict[str, tuple[int, str]] = field(default_factory=dict)
 
@@ -151,6 +153,9 @@ def _scan(text: str) -> _Answer:
             first, end, indent = _extent(lines, i)
             answer.defs.append(_parse_def(m["name"], lines, first, end, indent))
             covered = end
+        elif m := _CLASS.match(line):  # skip the class body: a method is not a program's function
+            answer.classes.append(m["name"])
+            covered = _extent(lines, i)[1]
         else:
             _module_statement(line, i, answer.statements)
     return answer
@@ -273,6 +278,8 @@ def _complete_header(answer: _Answer, header: str, functions: list[str]) -> tupl
     # Body lines sit one level under the def, or where the header's docstring sits.
     body_indent = _indent(head[-1]) if len(head) > 1 and head[-1].strip() else len(m["indent"]) + 4
     lines = answer.lines
+    # The strongest sign of a body-only answer is that it starts indented; a fenced block
+    # without a def is weaker (it is often prose), so its syntax errors are not reported.
     candidates = []
     start = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
     end = start
@@ -282,7 +289,7 @@ def _complete_header(answer: _Answer, header: str, functions: list[str]) -> tupl
         candidates.append((start, end))
     candidates += [(a, b) for a, b in answer.fences if not any(_DEF.match(line) for line in lines[a:b])]
     first_error = None
-    for a, b in candidates:
+    for k, (a, b) in enumerate(candidates):
         body = textwrap.dedent("\n".join(lines[a:b])).strip("\n")
         if not body.strip():
             continue
@@ -291,7 +298,7 @@ def _complete_header(answer: _Answer, header: str, functions: list[str]) -> tupl
         if d.node is not None and not _is_empty(d.node):
             d.line = a
             return base, d
-        if d.node is None and first_error is None:
+        if d.node is None and first_error is None and k == 0 and end > start:
             # Line numbers of the answer, not of header + answer.
             d.line, d.error_line = a, max(d.error_line - len(head) + a, a + 1)
             first_error = d
@@ -300,9 +307,10 @@ def _complete_header(answer: _Answer, header: str, functions: list[str]) -> tupl
 
 def _why_nothing(answer: _Answer, functions: list[str]) -> str:
     wanted = " or ".join(functions)
-    if answer.defs:
-        found = ", ".join(dict.fromkeys(d.name for d in answer.defs))
-        return f"no function named {wanted} (found: {found})"
+    if answer.defs or answer.classes:
+        found = list(dict.fromkeys([d.name for d in answer.defs] + [f"class {c}" for c in answer.classes]))
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        return f"no function named {wanted} (found: {', '.join(found[:5])}{more})"
     if answer.fences:
         return f"no function named {wanted}"
     return "no code"

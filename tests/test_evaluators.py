@@ -7,7 +7,6 @@ folder is written. Hostile candidates are in test_hostile.py.
 """
 import asyncio
 import os
-import random
 import signal
 import textwrap
 
@@ -16,7 +15,6 @@ import pytest
 
 from evaluators.evaluator import Evaluator
 from evaluators.pool import PoolError, WorkerPool
-from evaluators.sandbox import isolation_layers
 from evosearch.problem import load_problem
 
 BEST_FIT = '''import numpy as np
@@ -248,6 +246,20 @@ def test_cascade_filters_scores_and_funnels_the_best(loop, tmp_path):
             loop.run_until_complete(pool.run("def f(x):\n    return x\n", "validation"))
     finally:
         loop.run_until_complete(pool.close())
+
+
+def test_problem_declares_its_hash_precision(loop, tmp_path):
+    coarse = TINY_PROBLEM.replace('    timeout_s = 5.0', '    timeout_s = 5.0\n    mantissa_bits = 8')
+    pools = [problem_pool(loop, tmp_path / "coarse", coarse), problem_pool(loop, tmp_path / "fine", TINY_PROBLEM)]
+    try:
+        for pool, merged in zip(pools, (True, False)):
+            hashes = {run(loop, pool, f"def f(x):\n    return {body}\n", "probe")["functional_hash"]
+                      for body in ("2.0 * x", "2.0 * x * (1 + 1e-4)")}
+            assert (len(hashes) == 1) == merged
+        assert pools[0].info["mantissa_bits"] == 8 and pools[1].info["mantissa_bits"] == 32
+    finally:
+        for pool in pools:
+            loop.run_until_complete(pool.close())
 
 
 @pytest.mark.parametrize("cascade, message", [

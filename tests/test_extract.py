@@ -1,5 +1,6 @@
 """Turning raw model output into functions to splice (evosearch.extract)."""
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -139,8 +140,10 @@ def test_header_without_def_is_a_caller_bug():
 
 
 def test_crlf_tabs_and_non_breaking_spaces():
-    text = "def priority_v2(item, bins):\r\n\tx = bins - item\r\n\tif item > 5:\r\n\t\tx = x * 2\r\n\u00a0\u00a0\u00a0\u00a0return -x\r\n"
-    assert one(text) == "def priority(item, bins):\n    x = bins - item\n    if item > 5:\n        x = x * 2\n    return -x"
+    text = ("def priority_v2(item, bins):\r\n\tx = bins - item\r\n\tif item > 5:\r\n\t\tx = x * 2\r\n"
+            "\u00a0\u00a0\u00a0\u00a0return -x\r\n")
+    assert one(text) == ("def priority(item, bins):\n    x = bins - item\n    if item > 5:\n        x = x * 2\n"
+                         "    return -x")
 
 
 def test_fence_on_the_same_line_as_code():
@@ -206,6 +209,22 @@ def test_body_only_syntax_error_is_reported_in_answer_lines():
         extract_functions("    gap = bins - item\n    return -gap)\n", F, header=HEADER)
 
 
+def test_methods_of_a_class_are_not_functions_of_the_program():
+    text = (f"{FENCE}python\nclass BinPacking:\n    def __init__(self):\n        self.bins = []\n\n"
+            "    def priority_v2(self, item, bins):\n        return -bins\n" + FENCE)
+    with pytest.raises(EditError, match=r"^no function named priority \(found: class BinPacking\)$"):
+        extract_functions(text, F, header=HEADER)
+    many = "\n".join(f"class Item{i}:\n    pass" for i in range(9))
+    with pytest.raises(EditError, match=r"^no function named priority \(found: class Item0, .*, class Item4 and 4 more\)$"):
+        extract_functions(many, F)
+
+
+def test_prose_in_a_fence_is_not_taken_for_a_body():
+    text = f"{FENCE}\nThis heuristic is guaranteed to work.\n{FENCE}\nMore words."
+    with pytest.raises(EditError, match="^no function named priority$"):
+        extract_functions(text, F, header=HEADER)
+
+
 def test_needs_function_names():
     with pytest.raises(ValueError):
         extract_functions("def f(): return 1", [])
@@ -213,13 +232,235 @@ def test_needs_function_names():
 
 def test_never_executes():
     # Code with side effects at module level or in the function only gets parsed.
-    text = "import os\nos.system('touch /tmp/evosearch_extract_ran')\ndef priority(item, bins):\n    return os.getpid()\n"
+    text = ("import os\nos.system('touch /tmp/evosearch_extract_ran')\n"
+            "def priority(item, bins):\n    return os.getpid()\n")
     out = extract_functions(text, F, program=SKELETON)
     assert not Path("/tmp/evosearch_extract_ran").exists()
     assert "import os" in out["priority"]
 
 
-# GEMMA_PLACEHOLDER
+# Real answers of Gemma 3 270M (Q4_K_M, temperature 0.8, seed = prompt seed) to the FunSearch-style
+# bin packing prompt, recorded with LocalSampler (threads=1, stop_after_code=True). A 270M model
+# mostly echoes the prompt, invents classes or rambles; each answer is paired with the
+# extracted return line or the one-line reason.
+GEMMA_HEADER = HEADER  # the prompt asked for priority_v2 after showing priority_v0 and priority_v1
+GEMMA_ANSWERS = {
+    0: ('error', 'no code',
+        ('You are a modeler of a modeler.\n'
+         "You are creating a modeler's modeler using the following parameters:\n"
+         '1. 100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000'
+         '000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000'
+         '000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000'
+         '000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000'
+         '00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000')),
+    4: ('error', 'no function named priority (found: class BinPacking)',
+        ('```\n'
+         '\n'
+         "Now that you know how to solve bin packing problems, we're ready to write our own.\n"
+         "We'll use Python to perform binary packing.\n"
+         '\n'
+         '```python\n'
+         'class BinPacking:\n'
+         '    def __init__(self, bin: np.ndarray, capacity_level: int):\n'
+         '        self.bin = bin\n'
+         '        self.capacity_level = capacity_level\n'
+         '\n'
+         '    def priority_v0(self, item: float, bins: np.ndarray) -> np.ndarray:\n'
+         '        self.bin = bin\n'
+         '        self.capacity_level = self.capacity_level\n'
+         '        return -np.amax(self.bin - self.bin.max())\n'
+         '    \n'
+         '    def priority_v1(self, item: float, bins: np.ndarray) -> np.ndarray:\n'
+         '        self.bin = bin\n'
+         '        self.capacity_level = self.capacity_level\n'
+         '        self.capacity_level += 1\n'
+         '\n'
+         '        self.max_item = max(self.bin.max(), self.bin.max())\n'
+         '        self.max_item = self.max_item + 1\n'
+         '\n'
+         '        self.bin = bin\n'
+         '        self.capacity_level = self.capacity_level\n'
+         '        self.capacity_level += 1\n'
+         '\n'
+         '        if self.capacity_level < self.capacity_level:\n'
+         "            print('No space')\n"
+         '\n'
+         '        print(self.bin)\n'
+         '    \n'
+         '    def bin_packing_value(self, bin: np.ndarray):\n'
+         '        self.bin = bin\n'
+         '        self.capacity_level = self.capacity_level\n'
+         '        self.max_item = max(self.bin.max(), self.bin.max())\n'
+         '        self.max_item = self.max_item + 1\n'
+         '        self.bin = bin\n'
+         '\n'
+         '        self.max_item = max(self.bin.max(), self.bin.max())\n'
+         '        self.max_item = self.max_item + 1\n'
+         '        print(self.bin)\n'
+         '\n'
+         '        print(self.bin_packing_value)\n'
+         '\n'
+         '    def bin_packing_value(self, bin_item: np.ndarray):\n'
+         '        self.bin = bin_item\n'
+         '        self.capacity_level = self.capacity_level\n'
+         '        self.max_item = max(self.bin.max(), self.bin.max())\n'
+         '        self.max_item = self.')),
+    7: ('ok', 'return -gap + 2.0 * (gap == 0) - 0.5 * (gap < 5)',
+        ('You are a programmer improving a heuristic for online bin packing. Items arrive one at a time; each'
+         ' goes into the feasible bin with the highest priority score. The goal is to use as few bins as poss'
+         'ible.\n'
+         '\n'
+         'Here are two versions of the priority function. `priority_v1` is better than `priority_v0`.\n'
+         '\n'
+         '```python\n'
+         'import numpy as np\n'
+         '\n'
+         '\n'
+         'def priority_v0(item: float, bins: np.ndarray) -> np.ndarray:\n'
+         '    """Returns the priority with which we want to add `item` to each bin.\n'
+         '\n'
+         '    item: size of the item to place.\n'
+         '    bins: remaining capacity of each bin the item fits in.\n'
+         '    """\n'
+         '    return -(bins - item)\n'
+         '\n'
+         '\n'
+         'def priority_v1(item: float, bins: np.ndarray) -> np.ndarray:\n'
+         '    """Improved version of `priority_v0`."""\n'
+         '    gap = bins - item\n'
+         '    return -gap + 2.0 * (gap == 0) - 0.5 * (gap < 5)\n'
+         '```')),
+    14: ('error', 'no function named priority',
+        ('```\n'
+         '\n'
+         'Note that the `priority_v1` function only works for the first priority. That is, you should use the'
+         ' `priority_v2` function when there are only 4 priority bins, and not just 3.\n'
+         '\n'
+         'This is a very powerful function. If you use it, it is guaranteed to have a 100% success rate.\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'Note that the `priority_v1` function will have a 100% success rate. That is, if you use it, it will'
+         ' have a 100% success rate.\n'
+         '```\n'
+         '\n'
+         'If you need to use it, you should use the `priority_v1` function in the first place. That is, if th'
+         'ere are only 4 priority bins.\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'This is a very powerful function. If you use it, it is guaranteed to have a 100% success rate.\n'
+         '```\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'This is a very powerful function. If you use it, it is guaranteed to have a 100% success rate.\n'
+         '```\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'This is a very powerful function. If you use it, it is guaranteed to have a 100% success rate.\n'
+         '```\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'If you use it, it is guaranteed to have a 100% success rate.\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'If you use it, it is guaranteed to have a 100% success rate.\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'If you use it, it is guaranteed to have a 100% success rate.\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'This is a very powerful function. If you use it, it is guaranteed to have a 100% success rate.\n'
+         '```\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'If you use it, it is guaranteed to have a 100% success rate.\n'
+         '```\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'If you use it, it is guaranteed to have a 100% success rate.\n'
+         '```\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'If you use it, it is guaranteed to have a 100% success rate.\n'
+         '```\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'If you use it, it is guaranteed to have a 100% success rate.\n'
+         '```\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'If you use it, it is guaranteed to have a 100% success rate.\n'
+         '```\n'
+         '```\n'
+         '```\n'
+         '\n'
+         'If you use it, it is guaranteed to have a 10')),
+    17: ('ok', 'return -gap + 2.0 * (gap == 0) - 1.5 * (gap < 5)',
+        ('You are a data scientist improving a heuristic for online bin packing. Items arrive one at a time; '
+         'each goes into the feasible bin with the highest priority score. The goal is to use as few bins as '
+         'possible.\n'
+         '\n'
+         'Here are two versions of the priority function.\n'
+         '```python\n'
+         'import numpy as np\n'
+         '\n'
+         '\n'
+         'def priority_v0(item: float, bins: np.ndarray) -> np.ndarray:\n'
+         '    """Returns the priority with which we want to add `item` to each bin.\n'
+         '\n'
+         '    item: size of the item to place.\n'
+         '    bins: remaining capacity of each bin the item fits in.\n'
+         '    """\n'
+         '    return -(bins - item)\n'
+         '\n'
+         'def priority_v1(item: float, bins: np.ndarray) -> np.ndarray:\n'
+         '    """Improved version of `priority_v0`."""\n'
+         '    gap = bins - item\n'
+         '    return -gap + 2.0 * (gap == 0) - 1.5 * (gap < 5)\n'
+         '```')),
+    19: ('ok', 'return -bins - item',
+        ('You are an expert Python programmer improving a heuristic for online bin packing. Items arrive one '
+         'at a time; each goes into the feasible bin with the highest priority score. The goal is to use as f'
+         'ew bins as possible.\n'
+         '```python\n'
+         'import numpy as np\n'
+         '\n'
+         'def priority_v1(item: float, bins: np.ndarray) -> np.ndarray:\n'
+         '    """Returns the priority with which we want to add `item` to each bin.\n'
+         '\n'
+         '    item: size of the item to place.\n'
+         '    bins: remaining capacity of each bin the item fits in.\n'
+         '    """\n'
+         '    return -bins - item\n'
+         '```')),
+}
+
+
+@pytest.mark.parametrize("seed", sorted(GEMMA_ANSWERS))
+def test_recorded_gemma_answers(seed):
+    kind, expected, text = GEMMA_ANSWERS[seed]
+    if kind == "ok":
+        out = extract_functions(text, F, header=GEMMA_HEADER, program=SKELETON)
+        assert list(out) == ["priority"]
+        assert out["priority"].startswith("def priority(item: float, bins: np.ndarray) -> np.ndarray:")
+        assert out["priority"].rstrip().split("\n")[-1].strip() == expected
+        assert "import" not in out["priority"]  # the program already imports numpy
+        replace_functions(SKELETON, out)
+    else:
+        with pytest.raises(EditError, match=f"^{re.escape(expected)}$"):
+            extract_functions(text, F, header=GEMMA_HEADER, program=SKELETON)
 
 
 lines = st.sampled_from([

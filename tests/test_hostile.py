@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -661,3 +662,56 @@ def test_doctor_reports_bubblewrap_truthfully():
     else:
         with pytest.raises(PoolError, match="bubblewrap required but unusable"):
             required.start_blocking()
+
+
+def test_a_run_directory_inside_the_problem_folder_can_be_hidden(loop, tmp_path):
+    if bubblewrap.unusable_reason():
+        pytest.skip(f"bubblewrap unavailable: {bubblewrap.unusable_reason()}")
+    folder = tmp_path / "my_problem"
+    shutil.copytree(Path(load_problem("bin_packing").folder), folder, ignore=shutil.ignore_patterns("__pycache__"))
+    store = folder / "runs" / "r1" / "evosearch.db"
+    store.parent.mkdir(parents=True)
+    store.write_text(CANARY)
+    folder.chmod(0o755)
+    tmp_path.chmod(0o755)
+    probe = escape_attempt([str(store)], "open(target).read()")
+    seen = {}
+    for hide in ([], [folder / "runs"]):
+        pool = WorkerPool(folder, options=OPTIONS, workers=1, bubblewrap=True, hide=hide)
+        loop.run_until_complete(pool.start())
+        try:
+            seen[bool(hide)] = loop.run_until_complete(pool.run(probe, "train"))
+        finally:
+            loop.run_until_complete(pool.close())
+    assert seen[False]["status"] == "crash" and "ESCAPED" in seen[False]["reason"]  # the folder is readable...
+    assert seen[True]["status"] == "ok" and seen[True]["score"] == HONEST  # ...but not what is hidden in it
+
+
+def test_a_worker_killed_mid_job_leaves_no_candidate_behind(loop, sandbox, secrets):
+    marker = f"{uuid.uuid4().int % 10**7}.25"
+    code = program("while True:\n    pass", prelude=f'''
+        import os
+        r, w = os.pipe()
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.execv("/bin/sleep", ["sleep", "{marker}"])
+            os._exit(0)
+        os.close(w)
+        os.read(r, 1)
+    ''')
+
+    def daemons():
+        return [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", marker]]
+
+    async def scenario():
+        job = asyncio.ensure_future(sandbox.run(code, "train", timeout_s=TIMEOUT_S))
+        while not daemons():
+            await asyncio.sleep(0.01)
+        daemon = daemons()[0].pid  # below its worker: re-parented to it (subreaper), or in its namespace
+        victim = next(pid for pid in sandbox.pids if daemon in {p.pid for p in psutil.Process(pid).children(True)})
+        os.kill(victim, signal.SIGKILL)
+        return await job
+    reply = loop.run_until_complete(scenario())
+    assert reply["status"] == "timeout"  # the retry on a fresh worker ran it to its deadline
+    assert not daemons() and not leftovers(sandbox)
