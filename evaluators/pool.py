@@ -259,7 +259,8 @@ class WorkerPool:
         if scratch_mb < 1:
             raise ValueError(f"scratch_mb must be at least 1, not {scratch_mb}")
         self.config = {"problem_folder": str(problem_folder) if problem_folder else None,
-                       "data_dir": str(data_dir) if data_dir else None, "seed": seed, "options": options or {},
+                       "data_dir": str(Path(data_dir).resolve()) if data_dir else None,  # as bound in the sandbox
+                       "seed": seed, "options": options or {},
                        "mantissa_bits": mantissa_bits, "isolate_network": isolate_network,
                        "drop_privileges": drop_privileges, "scratch_mb": scratch_mb}
         self.bubblewrap = bubblewrap

@@ -72,7 +72,9 @@ def test_sigkill_then_resume_loses_nothing_and_matches_an_uninterrupted_run(muta
     evosearch("run", "--resume", str(out), "--quiet")
     after = {r[0]: r for r in rows(out)}
     for r in before:  # everything recorded before the kill is still there, finished work unchanged
-        assert r[0] in after and after[r[0]][3] == r[3]
+        assert r[0] in after
+        if r[3] is not None:  # a sample that had arrived is evaluated as it was, not drawn again
+            assert after[r[0]][3] == r[3]
         if r[1] != "pending":
             assert after[r[0]][:5] == r[:5]
     assert [after[i][:5] for i in sorted(after)] == [r[:5] for r in rows(mutate_run)]

@@ -103,3 +103,20 @@ def test_functional_hash_distinguishes_what_scorers_distinguish():
     assert functional_hash(np.array([1.5, 2.5])) == functional_hash([1.5, 2.5])
     with pytest.raises(TypeError):
         functional_hash([object()])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(-3, 3), st.floats(-3, 3), st.integers(1, 20), st.booleans())
+def test_bin_packing_probe_is_dense_ranks_per_state(a, b, step, ties):
+    # The probe ranks every state at once; a per-state np.unique is the plain definition.
+    from evosearch.problem import load_problem
+    from problems.bin_packing.problem import _priorities
+
+    def priority(item, bins):
+        scores = a * bins + b * item * np.sqrt(bins)
+        return np.floor(scores / step) if ties else scores
+    problem = load_problem("bin_packing")
+    states = next(iter(problem.instances("probe").values()))
+    expected = [r for s in states for r in np.unique(_priorities(priority, s["item"], np.array(s["bins"])),
+                                                      return_inverse=True)[1].tolist()]
+    assert problem.probe({"priority": priority}, states) == expected

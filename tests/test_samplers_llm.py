@@ -13,7 +13,7 @@ from evosearch.extract import extract_functions
 from evosearch.program import EditError
 from evosearch.samplers import SAMPLERS, make_sampler
 from evosearch.samplers.base import Prompt, SamplerError
-from evosearch.samplers.local import LocalSampler, messages
+from evosearch.samplers.local import LocalSampler, answer_complete, messages
 from evosearch.samplers.mutate import MutateSampler
 from evosearch.samplers.openai_api import OpenAISampler, is_local
 
@@ -35,7 +35,8 @@ def gemma_path():
 
 @pytest.fixture(scope="module")
 def local(gemma_path):
-    sampler = LocalSampler(gemma_path, max_tokens=SHORT, n_ctx=1024, threads=2)
+    # One thread: llama.cpp's threads spin at barriers and crawl when the suite shares the CPU.
+    sampler = LocalSampler(gemma_path, max_tokens=SHORT, n_ctx=1024, threads=1)
     yield sampler
     asyncio.run(sampler.close())
 
@@ -114,6 +115,16 @@ def test_local_broken_model_file_is_a_sampler_error(tmp_path):
         asyncio.run(LocalSampler(bad).sample(prompt(0)))
 
 
+def test_generation_stops_once_a_code_block_defines_the_function():
+    fence = "```"
+    done = f"Sure:\n{fence}python\ndef priority_v2(item, bins):\n    return -bins\n{fence}"
+    assert answer_complete(done, ["priority"])
+    assert answer_complete(done + "\nAnd then some rambling", ["priority"])
+    assert not answer_complete(done[:-3], ["priority"])  # block still open
+    assert not answer_complete(done, ["heuristic"])
+    assert not answer_complete(f"{fence}python\nimport numpy as np\n{fence}\ndef priority(a):", ["priority"])
+
+
 def test_gemma_has_no_system_role_so_it_is_folded_into_the_user_turn():
     (turn,) = messages(prompt(0))
     assert turn["role"] == "user" and turn["content"].startswith(SYSTEM) and turn["content"].endswith(USER)
@@ -122,7 +133,7 @@ def test_gemma_has_no_system_role_so_it_is_folded_into_the_user_turn():
 
 def test_a_real_answer_goes_through_extract(gemma_path):
     # A complete answer (not cut at SHORT tokens) must come out as code or a one-line reason.
-    sampler = LocalSampler(gemma_path, max_tokens=256, n_ctx=1024, threads=2, temperature=0.2)
+    sampler = LocalSampler(gemma_path, max_tokens=160, n_ctx=1024, threads=1, temperature=0.2)
     sample = asyncio.run(sampler.sample(prompt(1)))
     asyncio.run(sampler.close())
     try:

@@ -36,7 +36,7 @@ def load_instances(path: str | Path) -> dict[str, dict]:
     return {name: {"capacity": int(v["capacity"]), "items": [int(x) for x in v["items"]]} for name, v in raw.items()}
 
 
-def probe_states(instance: dict, every: int = 5) -> list[dict]:
+def probe_states(instance: dict, every: int = 10) -> list[dict]:
     """Fixed inputs on which candidates' decisions are compared (functional hashing).
 
     First, for every item size, one bin of every feasible remaining capacity: the
