@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from evosearch.problem import Problem, Score, load_problem
+from evosearch.problem import Problem, Score, evaluate_trusted, load_problem
 from evosearch.program import replace_functions
 
 FOLDER = Path(__file__).resolve().parent
@@ -66,11 +66,7 @@ def programs(problem: Problem) -> dict[str, str]:
 
 
 def evaluate(problem: Problem, code: str, split: str = "train") -> Score:
-    namespace: dict = {}
-    exec(compile(code, "<program>", "exec"), namespace)
-    per_instance = {name: problem.score(inst, problem.run(namespace, inst))
-                    for name, inst in problem.instances(split).items()}
-    return problem.aggregate(per_instance)
+    return evaluate_trusted(problem, code, split)[0]
 
 
 def main(argv=None):

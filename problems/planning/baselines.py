@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from evosearch.problem import Problem, Score, load_problem
+from evosearch.problem import Problem, Score, evaluate_trusted, load_problem
 from evosearch.program import replace_functions
 from problems.planning.tasks import DOMAINS
 
@@ -48,13 +48,7 @@ def programs(problem: Problem) -> dict[str, str]:
 
 
 def evaluate(problem: Problem, code: str, split: str) -> tuple[Score, dict[str, dict[str, float]]]:
-    """Execute the program and score it over one split, as the evaluator does."""
-    namespace: dict = {}
-    exec(compile(code, "<program>", "exec"), namespace)
-    runner = problem.probe if split == "probe" else problem.run
-    per_instance = {name: problem.score(inst, runner(namespace, inst))
-                    for name, inst in problem.instances(split).items()}
-    return problem.aggregate(per_instance), per_instance
+    return evaluate_trusted(problem, code, split)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
