@@ -158,12 +158,11 @@ class Engine:
                       seed=sample_seed(self.config.seed, i))
 
     def _fail(self, i: int, status: str, reason: str) -> dict:
+        self.store.update(i, status=status, reason=reason, finished=time.time())
         if status == "sampler_error":
             self._failures_in_a_row += 1
             if self._failures_in_a_row >= MAX_SAMPLER_FAILURES:
-                self.store.update(i, status=status, reason=reason, finished=time.time())
                 raise SearchError(f"the sampler failed {MAX_SAMPLER_FAILURES} times in a row; last: {reason}")
-        self.store.update(i, status=status, reason=reason, finished=time.time())
         return self.store.get(i)
 
     def _record(self, i: int, code: str, result: Evaluation) -> None:

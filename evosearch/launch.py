@@ -79,7 +79,7 @@ async def run_search(config: RunConfig, problem: Problem, run_dir: Path) -> dict
 
 async def report(problem: Problem, store: Store, evaluator: Evaluator, best_id: int) -> dict:
     """The best program against the seed, on training and held-out instances."""
-    counts = dict(store.db.execute("SELECT status, COUNT(*) FROM programs WHERE id > 0 GROUP BY status").fetchall())
+    counts = store.status_counts("id > 0")  # the seed program is not a sample
     out = {"problem": problem.name, "samples": sum(counts.values()), "outcomes": counts}
     for name, pid in (("seed", 0), ("best", best_id)):
         row = store.get(pid)

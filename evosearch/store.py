@@ -94,6 +94,9 @@ class Store:
     def count(self, where: str = "1", params: tuple = ()) -> int:
         return self.db.execute(f"SELECT COUNT(*) FROM programs WHERE {where}", params).fetchone()[0]
 
+    def status_counts(self, where: str = "1") -> dict[str, int]:
+        return dict(self.db.execute(f"SELECT status, COUNT(*) FROM programs WHERE {where} GROUP BY status").fetchall())
+
     def next_id(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM programs").fetchone()[0]
 

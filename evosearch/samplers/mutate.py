@@ -9,9 +9,10 @@ a search in its own right. Operators, as in genetic programming:
 * ``call``: swap a unary numpy call (np.exp -> np.log, np.sqrt, np.abs, ...);
 * ``drop``: delete a statement;
 * ``duplicate``: repeat a statement;
-* ``term``: grow an expression ``e`` into ``e + c * f(v)`` or ``e * (1 + c * f(v))``, where ``v``
-  is a variable in scope or a difference/ratio of two, and ``f`` a small set of shapes
-  (identity, square, root, log, decaying exponential, threshold ``v < t``, ...).
+* ``term``: grow an expression ``e`` into ``e * (1 + c * f)``, ``e + c * w * f`` or ``e + c * f``,
+  where ``f`` is a shape (threshold ``v < r * w``, bump, decaying exponential, square, root, log, ...)
+  of a feature ``v`` (a variable in scope, or a difference or ratio of two) and ``w`` another
+  variable. This is how programs grow beyond the seed.
 
 Each sample applies one to three operators and returns the changed functions'
 source, the shape an LLM answer has, so it goes through ``evosearch.extract``
@@ -46,6 +47,8 @@ TERMS = {
 # How a term joins the expression e: as a relative change of e (scale-free), added with a
 # weight carried by a feature (so its scale follows the data's), or with a constant weight.
 JOINS = {"__e__ * (1 + {c} * {f})": 5, "__e__ + {c} * {w} * {f}": 3, "__e__ + {c} * {f}": 2}
+# Growing and tuning do most of the work; the structural operators keep the search from
+# settling into one shape. An operator with nothing to act on (no constant yet) grows a term.
 OPERATORS = ("constant", "operator", "call", "drop", "duplicate", "term")
 WEIGHTS = (0.3, 0.12, 0.06, 0.08, 0.04, 0.4)
 MAX_TRIES = 50
@@ -64,14 +67,17 @@ class MutateSampler(Sampler):
     async def sample(self, prompt: Prompt) -> Sample:
         if not prompt.parents:
             raise SamplerError("the mutate sampler needs a parent program")
-        return Sample(text=mutate(prompt.parents[-1], prompt.seed, self.max_operators), model="mutate")
+        text = mutate(prompt.parents[-1], prompt.seed, self.max_operators, functions=prompt.functions or None)
+        return Sample(text=text, model="mutate")
 
 
-def mutate(program: str, seed: int, max_operators: int = 3) -> str:
-    """Source of the mutated evolvable functions of ``program`` (always parses, always differs)."""
+def mutate(program: str, seed: int, max_operators: int = 3, functions: list[str] | None = None) -> str:
+    """Source of the mutated evolvable functions of ``program`` (always parses, always differs).
+    ``functions``: mutate only these (the names the answer will be searched for); default all."""
     try:
-        functions = evolvable_functions(program)
-        trees = {name: ast.parse(src).body[0] for name, src in functions.items()}
+        sources = evolvable_functions(program)
+        trees = {name: ast.parse(src).body[0] for name, src in sources.items()
+                 if functions is None or name in functions}
     except (EditError, SyntaxError) as e:
         raise SamplerError(f"cannot mutate the parent: {e}") from e
     if not trees:
