@@ -10,6 +10,7 @@ import yaml
 
 from evaluators.evaluator import Evaluator
 from evaluators.pool import WorkerPool
+from evaluators.sandbox import describe_layers
 
 from .config import RunConfig
 from .engine import Engine
@@ -32,6 +33,7 @@ def new_run_dir(config: RunConfig) -> Path:
     else:
         run_dir = Path("runs") / f"{Path(config.problem).name}-{time.strftime('%Y%m%d-%H%M%S')}-s{config.seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o700)  # candidates run under other uids: they must not read the store
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     return run_dir
 
@@ -60,9 +62,9 @@ async def run_search(config: RunConfig, problem: Problem, run_dir: Path) -> dict
     try:
         await sampler.check()
         async with WorkerPool(problem.folder, config.data_dir, config.seed, config.problem_options,
-                              workers=config.workers) as pool:
+                              workers=config.workers, hide=[str(run_dir)]) as pool:
             if not config.quiet:
-                print(f"sandbox layers: {', '.join(pool.info['isolation'])} (details: evosearch doctor)", file=sys.stderr)
+                print(f"sandbox: {describe_layers(pool.info['isolation'])} (details: evosearch doctor)", file=sys.stderr)
             evaluator = Evaluator(pool, timeout_s=config.timeout_s, memory_mb=config.memory_mb, use_probe=config.probe)
             progress = None if config.quiet else Progress(config.samples)
             engine = Engine(config, problem, store, sampler, evaluator, progress)

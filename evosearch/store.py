@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS programs (
     prompt_id INTEGER REFERENCES prompts(id),
     response TEXT,                   -- raw sampler output
     code TEXT,                       -- the full program, once a sample parsed
-    status TEXT NOT NULL,            -- pending | ok | no_code | syntax | timeout | memory | crash | invalid | sampler_error
+    status TEXT NOT NULL,            -- pending | ok | no_code | syntax | timeout | memory | crash | invalid | rejected | sampler_error
     reason TEXT,
     score REAL,
     descriptors TEXT, metrics TEXT,  -- JSON
