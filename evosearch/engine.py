@@ -130,7 +130,10 @@ class Engine:
             self.store.update(i, response=sample.text, model=sample.model, tokens_in=sample.tokens_in,
                               tokens_out=sample.tokens_out, sample_s=sample.seconds)
             try:
-                code = replace_functions(prompt.parents[-1], extract_functions(sample.text, self.functions))
+                # ``program`` lets extraction drop trusted helpers the model echoed back.
+                functions = extract_functions(sample.text, self.functions, header=prompt.header or None,
+                                              program=prompt.parents[-1])
+                code = replace_functions(prompt.parents[-1], functions)
             except (EditError, SyntaxError) as e:
                 return self._fail(i, "no_code", str(e))
             self.store.update(i, code=code)

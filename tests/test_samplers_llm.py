@@ -197,6 +197,22 @@ def test_openai_sampler_sends_a_system_message_when_asked(server):
     assert sample.tokens_out <= 8
 
 
+def test_openai_completion_mode_against_llama_cpp_server(server):
+    header = "def priority_v1(item: float, bins: np.ndarray) -> np.ndarray:\n"
+    completion = ("import numpy as np\n\n\ndef priority_v0(item: float, bins: np.ndarray) -> np.ndarray:\n"
+                  "    return -(bins - item)\n\n\n" + header)
+    sampler = OpenAISampler(server, model="gemma", max_tokens=SHORT, mode="completion")
+    sample = asyncio.run(sampler.sample(Prompt(SYSTEM, USER, [], ["priority"], 4, completion=completion,
+                                               header=header)))
+    assert sample.text.startswith(header) and len(sample.text) > len(header)
+    assert "\ndef " not in sample.text[len(header):]  # stopped before a next function
+    assert sample.extra["mode"] == "completion" and 0 < sample.tokens_out <= SHORT
+    with pytest.raises(SamplerError, match="^completion mode needs a prompt with completion text and a header$"):
+        asyncio.run(sampler.sample(prompt(0)))
+    with pytest.raises(ValueError, match="^mode must be chat or completion, not 'edit'$"):
+        OpenAISampler(server, model="gemma", mode="edit")
+
+
 def test_openai_http_error_is_one_line(server):
     sampler = OpenAISampler(server.replace("/v1", "/nothing-here"), model="gemma", max_retries=0)
     with pytest.raises(SamplerError, match=r"^http://127\.0\.0\.1:\d+/nothing-here: HTTP 404: ") as info:

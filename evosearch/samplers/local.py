@@ -3,9 +3,14 @@
 Small enough to run beside the evaluators on a laptop, so a run needs no API key
 and no GPU. The model is loaded once; generations run one at a time (each already
 uses all of its llama.cpp threads) in a worker thread, so the engine's event loop
-keeps scheduling evaluations meanwhile. Generation stops as soon as the answer
-holds a closed code block defining the wanted function (``stop_after_code``): a
-270M model otherwise rambles on to ``max_tokens``.
+keeps scheduling evaluations meanwhile.
+
+A prompt with ``completion`` text is continued as plain code (the model writes the
+body after the header), otherwise it goes through Gemma's chat template. In chat
+mode generation stops as soon as the answer holds a closed code block defining the
+wanted function (``stop_after_code``): a 270M model otherwise rambles on to
+``max_tokens``. Measured on the bin packing prompt: 19 of 20 completions parse,
+8 of 20 chat answers do.
 """
 from __future__ import annotations
 
@@ -157,7 +162,7 @@ class LocalSampler(Sampler):
     def _complete(self, prompt: Prompt) -> Sample:
         """Code completion, as FunSearch used its model: the prompt is code ending in the next
         version's header and the model writes the body. Gemma 270M continues code far more
-        reliably than it follows chat instructions (8 of 8 parsed here vs 8 of 20 in chat mode)."""
+        reliably than it follows chat instructions (see the module docstring)."""
         llm = self._model()
         llm.reset()  # as in chat mode: the answer depends on the seed, not on the previous prompt
         start = time.perf_counter()

@@ -45,15 +45,23 @@ class OpenAISampler(Sampler):
     name = "openai"
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", temperature: float = 0.8,
-                 max_tokens: int = 1024, timeout_s: float = 60, max_retries: int = 3, fold_system: bool = False):
+                 max_tokens: int = 1024, timeout_s: float = 60, max_retries: int = 3, fold_system: bool = False,
+                 mode: str = "chat"):
         """``fold_system``: send the system text as the start of the user turn, for
-        models without a system role (Gemma behind llama.cpp's "gemma" chat format drops it)."""
+        models without a system role (Gemma behind llama.cpp's "gemma" chat format drops it).
+        ``mode``: "chat" (chat.completions with system/user) or "completion" (the legacy
+        completions endpoint continuing ``prompt.completion``, as FunSearch drove its code
+        model; for base models behind vLLM or llama.cpp). A completion sample is the prompt's
+        header plus the continuation, so it reads as a whole function."""
         if not urlparse(base_url).scheme in ("http", "https"):
             raise ValueError(f"base_url must start with http:// or https://, not {base_url!r}")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, not {temperature}")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, not {max_tokens}")
+        if mode not in ("chat", "completion"):
+            raise ValueError(f"mode must be chat or completion, not {mode!r}")
+        self.mode = mode
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key_env = api_key_env
@@ -117,6 +125,8 @@ class OpenAISampler(Sampler):
             raise self._error(e) from None
 
     async def sample(self, prompt: Prompt) -> Sample:
+        if self.mode == "completion":
+            return await self._complete(prompt)
         import openai
 
         client = self._client()
@@ -135,6 +145,29 @@ class OpenAISampler(Sampler):
         return Sample(text=choice.message.content or "", model=response.model or self.model,
                       tokens_in=usage.prompt_tokens if usage else 0, tokens_out=usage.completion_tokens if usage else 0,
                       seconds=seconds, extra={"finish_reason": choice.finish_reason})
+
+    async def _complete(self, prompt: Prompt) -> Sample:
+        import openai
+
+        from evosearch.samplers.local import COMPLETION_STOPS
+
+        if not prompt.completion or not prompt.header:
+            raise SamplerError("completion mode needs a prompt with completion text and a header")
+        start = time.perf_counter()
+        try:
+            # The API takes at most 4 stop sequences; these end a function in practice.
+            response = await self._client().completions.create(
+                model=self.model, prompt=prompt.completion, temperature=self.temperature,
+                max_tokens=self.max_tokens, seed=prompt.seed, stop=COMPLETION_STOPS[:4])
+        except openai.OpenAIError as e:
+            raise self._error(e) from None
+        seconds = time.perf_counter() - start
+        if not response.choices:
+            raise SamplerError(f"{self.base_url}: the answer has no choices")
+        choice, usage = response.choices[0], response.usage
+        return Sample(text=prompt.header + (choice.text or ""), model=response.model or self.model,
+                      tokens_in=usage.prompt_tokens if usage else 0, tokens_out=usage.completion_tokens if usage else 0,
+                      seconds=seconds, extra={"finish_reason": choice.finish_reason, "mode": "completion"})
 
     async def close(self) -> None:
         clients, self._clients = self._clients, {}
