@@ -134,9 +134,6 @@ def test_any_seed_gives_a_parsable_change(seed):
     assert text != evolvable_functions(SKELETON)["priority"]
 
 
-def test_only_the_named_functions_change():
-    texts = [asyncio.run(MutateSampler().sample(Prompt("", "", [RICH], ["priority"], s))).text for s in range(100)]
-    assert all(t.startswith("def priority") and "def helper" not in t for t in texts)
 
 
 def test_needs_a_parent_with_evolvable_code():

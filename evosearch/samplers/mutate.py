@@ -9,10 +9,9 @@ a search in its own right. Operators, as in genetic programming:
 * ``call``: swap a unary numpy call (np.exp -> np.log, np.sqrt, np.abs, ...);
 * ``drop``: delete a statement;
 * ``duplicate``: repeat a statement;
-* ``term``: grow an expression ``e`` into ``e * (1 + c * f)``, ``e + c * w * f`` or ``e + c * f``,
-  where ``f`` is a shape (threshold ``v < r * w``, bump, decaying exponential, square, root, log, ...)
-  of a feature ``v`` (a variable in scope, or a difference or ratio of two) and ``w`` another
-  variable. This is how programs grow beyond the seed.
+* ``term``: grow an expression ``e`` into ``e + c * f(v)`` or ``e * (1 + c * f(v))``, where ``v``
+  is a variable in scope or a difference/ratio of two, and ``f`` a small set of shapes
+  (identity, square, root, log, decaying exponential, threshold ``v < t``, ...).
 
 Each sample applies one to three operators and returns the changed functions'
 source, the shape an LLM answer has, so it goes through ``evosearch.extract``
@@ -34,21 +33,18 @@ UNARY_NP = ("exp", "log", "sqrt", "abs", "square", "log1p", "expm1", "tanh", "si
 BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
 COMPARES = (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
 # Shapes of a new term f(v) with their weights: {v} is a feature, {w} another one, {t} a
-# threshold or scale in the data's units (unknown, so drawn over three decades), {r} a ratio
-# near 1. Within one call a priority is a function of its inputs, so the shapes that can
-# reorder candidates (thresholds, bumps) are drawn most; a threshold relative to another
-# feature ({r} * {w}) follows the data's scale whatever the problem's units.
+# threshold or scale. Within one call a priority is a function of its inputs, so the shapes
+# that can reorder candidates (thresholds, bumps) are drawn most; thresholds relative to
+# another feature ({t} * {w}) follow the data's scale, whatever the problem's units.
 TERMS = {
-    "({v} < {r} * {w})": 12, "({v} > {r} * {w})": 8, "({v} < {t})": 5, "({v} > {t})": 5, "({v} == 0)": 2,
+    "({v} < {t})": 6, "({v} > {t})": 6, "({v} < {t} * {w})": 10, "({v} > {t} * {w})": 6, "({v} == 0)": 2,
     "np.exp(-(({v} - {t}) / {w}) ** 2)": 4, "np.exp(-np.abs({v}) / {t})": 3,
     "{v}": 3, "{v} * {v}": 3, "{v} * {w}": 3, "np.sqrt(np.abs({v}))": 3, "np.log1p(np.abs({v}))": 3,
     "1.0 / (np.abs({v}) + {t})": 2, "np.maximum({v}, {t})": 2, "np.minimum({v}, {t})": 2,
 }
-# How a term joins the expression e: as a relative change of e (scale-free), added with a
-# weight carried by a feature (so its scale follows the data's), or with a constant weight.
-JOINS = {"__e__ * (1 + {c} * {f})": 5, "__e__ + {c} * {w} * {f}": 3, "__e__ + {c} * {f}": 2}
-# Growing and tuning do most of the work; the structural operators keep the search from
-# settling into one shape. An operator with nothing to act on (no constant yet) grows a term.
+# How a term joins the expression e: added with a constant weight, added with a weight
+# carried by a feature (so its scale follows the data's), or as a relative change of e.
+JOINS = {"__e__ + {c} * {f}": 3, "__e__ + {c} * {w} * {f}": 3, "__e__ * (1 + {c} * {f})": 4}
 OPERATORS = ("constant", "operator", "call", "drop", "duplicate", "term")
 WEIGHTS = (0.3, 0.12, 0.06, 0.08, 0.04, 0.4)
 MAX_TRIES = 50
@@ -67,17 +63,14 @@ class MutateSampler(Sampler):
     async def sample(self, prompt: Prompt) -> Sample:
         if not prompt.parents:
             raise SamplerError("the mutate sampler needs a parent program")
-        text = mutate(prompt.parents[-1], prompt.seed, self.max_operators, functions=prompt.functions or None)
-        return Sample(text=text, model="mutate")
+        return Sample(text=mutate(prompt.parents[-1], prompt.seed, self.max_operators), model="mutate")
 
 
-def mutate(program: str, seed: int, max_operators: int = 3, functions: list[str] | None = None) -> str:
-    """Source of the mutated evolvable functions of ``program`` (always parses, always differs).
-    ``functions``: mutate only these (the names the answer will be searched for); default all."""
+def mutate(program: str, seed: int, max_operators: int = 3) -> str:
+    """Source of the mutated evolvable functions of ``program`` (always parses, always differs)."""
     try:
-        sources = evolvable_functions(program)
-        trees = {name: ast.parse(src).body[0] for name, src in sources.items()
-                 if functions is None or name in functions}
+        functions = evolvable_functions(program)
+        trees = {name: ast.parse(src).body[0] for name, src in functions.items()}
     except (EditError, SyntaxError) as e:
         raise SamplerError(f"cannot mutate the parent: {e}") from e
     if not trees:
@@ -162,8 +155,7 @@ def _expressions(fn: ast.FunctionDef) -> list[ast.expr]:
                 continue
             if isinstance(parent, ast.Call) and node is parent.func or isinstance(parent, ast.Attribute):
                 continue
-            if isinstance(parent, (ast.Subscript, ast.Slice, ast.keyword)) \
-                    and node is not getattr(parent, "value", None):
+            if isinstance(parent, (ast.Subscript, ast.Slice, ast.keyword)) and node is not getattr(parent, "value", None):
                 continue
             out.append(node)
     return out
@@ -197,10 +189,6 @@ def _replace(fn: ast.AST, old: ast.AST, new: ast.AST) -> None:
                     if item is old:
                         value[i] = new
                         return
-
-
-def _draw(weighted: dict[str, int], rng: random.Random) -> str:
-    return rng.choices(list(weighted), weights=list(weighted.values()))[0]
 
 
 def _round(x: float) -> float:
@@ -275,17 +263,15 @@ def _duplicate(fn: ast.FunctionDef, rng: random.Random) -> None:
 
 
 def _features(names: list[str], rng: random.Random) -> tuple[str, str]:
-    """A feature v (a variable, or a difference or ratio of two: the seed's own building
-    blocks) and a different plain variable w to compare it with or scale it by."""
-    a = rng.choice(names)
-    pick = rng.random()
-    if pick < 0.3 or len(names) < 2:
-        v = a
-    else:
+    """Two features: a variable, or a difference or ratio of two (the seed's own building blocks)."""
+    def one() -> str:
+        a = rng.choice(names)
+        pick = rng.random()
+        if pick < 0.35 or len(names) < 2:
+            return a
         b = rng.choice([n for n in names if n != a])
-        v = f"({a} - {b})" if pick < 0.65 else f"({a} / {b})" if pick < 0.85 else f"(({a} - {b}) / {b})"
-    others = [n for n in names if n != v]
-    return v, rng.choice(others or names)
+        return f"({a} - {b})" if pick < 0.65 else f"({a} / {b})" if pick < 0.85 else f"(({a} - {b}) / {b})"
+    return one(), one()
 
 
 def _term(fn: ast.FunctionDef, rng: random.Random) -> None:
@@ -299,10 +285,10 @@ def _term(fn: ast.FunctionDef, rng: random.Random) -> None:
     if not names:
         return
     v, w = _features(names, rng)
-    t, r = _round(10 ** rng.uniform(-1, 2)), _round(10 ** rng.uniform(-1, 1))
-    shape = _draw(TERMS, rng).format(v=v, w=w, t=t, r=r)
-    c = _round(rng.choice((-1, 1)) * 10 ** rng.uniform(-1.5, 1.5))
-    new = ast.parse(_draw(JOINS, rng).format(c=c, w=w, f=shape), mode="eval").body
+    t = _round(10 ** rng.uniform(-1, 2))
+    shape = rng.choices(list(TERMS), weights=list(TERMS.values()))[0].format(v=v, w=w, t=t)
+    c = _round(rng.choice((-1, 1)) * 10 ** rng.uniform(-2, 1.5))
+    new = ast.parse(rng.choices(list(JOINS), weights=list(JOINS.values()))[0].format(c=c, w=rng.choice(names), f=shape), mode="eval").body
     # Every join holds __e__ as the left operand of its top BinOp.
     new.left = copy.deepcopy(target)
     _replace(fn, target, new)
