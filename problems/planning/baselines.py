@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from evosearch.problem import Problem, Score, evaluate_trusted, load_problem
+from evosearch.problem import Problem, evaluate_trusted, load_problem
 from evosearch.program import replace_functions
 from problems.planning.tasks import DOMAINS
 
@@ -47,8 +47,7 @@ def programs(problem: Problem) -> dict[str, str]:
             "hff": replace_functions(seed, {"heuristic": HFF})}
 
 
-def evaluate(problem: Problem, code: str, split: str) -> tuple[Score, dict[str, dict[str, float]]]:
-    return evaluate_trusted(problem, code, split)
+evaluate = evaluate_trusted  # (Score, per-instance metrics) of trusted code over one split
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
