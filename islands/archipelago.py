@@ -8,7 +8,7 @@ results in order with a generator in the same state rebuilds the same archipelag
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,7 +29,8 @@ class Archipelago:
     """
 
     def __init__(self, n_islands: int, descriptors: Sequence[Descriptor], migration_interval: int = 0,
-                 migration_size: int = 1, reset_interval: int = 0, qd_score_offset: float | None = None):
+                 migration_size: int = 1, reset_interval: int = 0, qd_score_offset: float | None = None,
+                 make_island: Callable[..., Island] = Island):
         for name, value, low in (("n_islands", n_islands, 1), ("migration_interval", migration_interval, 0),
                                  ("migration_size", migration_size, 1), ("reset_interval", reset_interval, 0)):
             if int(value) != value or value < low:
@@ -38,7 +39,8 @@ class Archipelago:
         self.migration_interval = int(migration_interval)
         self.migration_size = int(migration_size)
         self.reset_interval = int(reset_interval)
-        self.islands: list[Island] = [Island(self.descriptors, qd_score_offset) for _ in range(int(n_islands))]
+        # ``make_island`` lets the Ray backend put each island in an actor (islands/actor.py).
+        self.islands: list[Island] = [make_island(self.descriptors, qd_score_offset) for _ in range(int(n_islands))]
 
     def _island(self, island: int) -> Island:
         if not 0 <= island < len(self.islands):
