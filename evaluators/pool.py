@@ -57,7 +57,9 @@ def _worker_env() -> dict[str, str]:
     env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
     # One BLAS thread per worker: workers are the unit of parallelism, and forking a
     # process that owns BLAS threads is unsafe.
-    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+    # A fixed hash seed: a candidate iterating over a set of strings gives the same
+    # answer every run, so functional hashes and scores do not depend on the process.
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0",
                PYTHONPATH=os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")])))
     return env
 

@@ -8,6 +8,8 @@ folder is written. Hostile candidates are in test_hostile.py.
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 
 import psutil
@@ -109,7 +111,15 @@ def test_workers_get_a_clean_environment(pool):
     for pid in pool.pids:
         assert set(psutil.Process(pid).environ()) <= {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "LD_LIBRARY_PATH",
                                                       "PYTHONPATH", "HOME", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                      "MKL_NUM_THREADS", "PWD"}
+                                                      "MKL_NUM_THREADS", "PYTHONHASHSEED", "PWD"}
+
+
+def test_candidates_see_a_fixed_string_hash_seed(loop, pool):
+    # A candidate iterating over a set of strings must behave the same in every run.
+    expected = subprocess.run([sys.executable, "-c", "print(hash('evosearch'))"], env={"PYTHONHASHSEED": "0"},
+                              capture_output=True, text=True, check=True).stdout.split()
+    reply = run(loop, pool, candidate("return -(bins - item)", prelude="print(hash('evosearch'))"))
+    assert reply["status"] == "ok" and reply["output"].split() == expected
 
 
 # ---------------------------------------------------------------- a tiny float-valued problem
