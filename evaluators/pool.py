@@ -283,6 +283,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._closed = False
         self._started = False
+        self._starting: asyncio.Future | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -311,8 +312,13 @@ class WorkerPool:
         """Start every worker; raises PoolError (one line) if the problem cannot be loaded."""
         if self._closed:
             raise PoolError("the evaluation pool is closed")
-        if self._started:
-            return self
+        # Concurrent first jobs (a restarted Ray actor gets several at once) must share one start.
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._starting)
+        return self
+
+    async def _start(self) -> None:
         self._choose_sandbox()
         # Threads: one per worker for its job, one per worker for starting its successor or retiring it.
         self._executor = ThreadPoolExecutor(max_workers=2 * self.workers, thread_name_prefix="evaluator-pool")
@@ -330,7 +336,6 @@ class WorkerPool:
         for i in range(self.workers):
             self._idle.put_nowait(i)
         self._started = True
-        return self
 
     def _spawn_process(self) -> _WorkerProcess:
         return _WorkerProcess(dict(self.config), self.start_timeout_s, self._bwrap_paths, self.hide)

@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-SAMPLERS = ("local", "openai", "mutate")
+SAMPLERS = ("local", "openai", "vllm", "mutate")
+BACKENDS = ("local", "ray")
 
 
 class ConfigError(ValueError):
@@ -31,12 +32,30 @@ def knob(default: Any, help: str, *, minimum: float | None = None, choices: tupl
 class RunConfig:
     problem: str = knob("", "problem: a built-in or installed name, or a folder holding problem.py and skeleton.py")
     sampler: str = knob("local", "where candidates come from: local (embedded Gemma 3 270M), openai "
-                                 "(any OpenAI-compatible endpoint), mutate (LLM-free AST mutations)", choices=SAMPLERS)
+                                 "(any OpenAI-compatible endpoint), vllm (in-process vLLM on a GPU), mutate "
+                                 "(LLM-free AST mutations)", choices=SAMPLERS)
     model: str | None = knob(None, "model name for --sampler openai; a GGUF path for --sampler local (default: the embedded model)")
     base_url: str | None = knob(None, "endpoint for --sampler openai, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = knob("OPENAI_API_KEY", "environment variable holding the API key for --sampler openai")
     temperature: float = knob(0.8, "sampling temperature of LLM samplers", minimum=0)
-    max_tokens: int = knob(512, "most tokens per LLM answer", minimum=16)
+    answer_tokens: int = knob(512, "most tokens per LLM answer", minimum=16)
+    max_tokens: int | None = knob(None, "run budget in LLM tokens (prompt + answer): no request starts that could "
+                                        "exceed it, counting requests in flight at their worst case (None: no limit)",
+                                  minimum=1)
+    max_cost: float | None = knob(None, "run budget in USD for --sampler openai, kept like --max-tokens; the price "
+                                        "comes from a built-in table or --prices (None: no limit)", minimum=0.000001)
+    prices: dict = knob({}, "USD per 1M input and output tokens, over the built-in table, e.g. "
+                            "'{my-model: [0.5, 1.5]}' (local endpoints are free unless priced here)")
+    top_p: float | None = knob(None, "nucleus sampling of LLM samplers (None: the server's default)", minimum=0)
+    n_per_request: int = knob(1, "answers per LLM request (OpenAI and vLLM honour it; the spares go to the next "
+                                 "samples with the same prompt)", minimum=1)
+    request_timeout_s: float = knob(120, "--sampler openai: seconds one HTTP attempt may take", minimum=0.01)
+    retries: int = knob(3, "--sampler openai: further attempts after a 429, 5xx, timeout or dropped connection "
+                           "(exponential backoff with jitter, or the server's Retry-After)", minimum=0)
+    request_concurrency: int | None = knob(None, "--sampler openai: most requests in flight (None: --concurrency)",
+                                           minimum=1)
+    vllm_options: dict = knob({}, "--sampler vllm: more VLLMSampler options, e.g. '{tensor_parallel_size: 2, "
+                                  "gpu_memory_utilization: 0.8, mode: completion}' (see cluster/VLLM.md)")
     samples: int = knob(100, "how many candidates to sample (the run's budget, the seed program excluded)", minimum=1)
     islands: int = knob(4, "number of islands (independent MAP-Elites archives)", minimum=1)
     parents: int = knob(2, "parents shown per prompt (FunSearch's k), sorted by score", minimum=1)
@@ -46,6 +65,23 @@ class RunConfig:
     migration_interval: int = knob(50, "ring-migrate each island's best to the next every N results (0: never)", minimum=0)
     migration_size: int = knob(1, "elites moved per migration", minimum=1)
     reset_interval: int = knob(0, "FunSearch reset of the weaker half of islands every N results (0: never)", minimum=0)
+    migration_topology: str = knob("ring", "where migrants go: ring (to the next island) or random (to a random other "
+                                           "island)", choices=("ring", "random"))
+    selection: str = knob("uniform", "parent selection: uniform (over occupied cells, MAP-Elites), boltzmann "
+                                     "(FunSearch: softmax over score clusters, decaying temperature), dgm (Darwin "
+                                     "Godel Machine: sigmoid of score / (1 + children)), best ((1+1)-EPS hill "
+                                     "climbing), seed (always the seed program: random mutation baseline)",
+                          choices=("uniform", "boltzmann", "dgm", "best", "seed"))
+    archive: str = knob("grid", "island archive: grid (pyribs GridArchive over the descriptors), cvt (pyribs "
+                                "CVTArchive, --cvt-cells centroids) or clusters (FunSearch-style: no grid, one "
+                                "cluster per score)", choices=("grid", "cvt", "clusters"))
+    cvt_cells: int = knob(64, "centroids of the CVT archive (--archive cvt)", minimum=1)
+    cluster_temperature: float = knob(0.1, "FunSearch's T0 for --selection boltzmann (T = T0 (1 - (n mod N) / N))",
+                                      minimum=0.0001)
+    cluster_temperature_period: int = knob(30000, "FunSearch's N for --selection boltzmann", minimum=1)
+    inspirations: int = knob(0, "extra elites from other cells shown in each prompt as inspirations", minimum=0)
+    runtime_descriptor: bool = knob(False, "add measured evaluation time (log10 seconds) as a behaviour axis; "
+                                           "wall-clock, so runs stop being exactly repeatable")
     timeout_s: float | None = knob(None, "wall-clock deadline of one evaluation (default: the problem's)", minimum=0.01)
     memory_mb: int | None = knob(None, "memory limit of one candidate process in MiB (default: the problem's)", minimum=16)
     probe: bool = knob(True, "run probe inputs first and skip functional duplicates (functional hashing)")
@@ -53,6 +89,30 @@ class RunConfig:
     problem_options: dict = knob({}, "problem constructor options, e.g. '{distribution: or}' (YAML)")
     out: str | None = knob(None, "run directory (default: runs/<problem>-<time>)")
     quiet: bool = knob(False, "no progress line")
+    edit_formats: dict = knob({"full": 1.0}, "mix of edit formats asked of LLM samplers, as weights: full (function "
+                                             "rewrite), diff (SEARCH/REPLACE), crossover (two parents), fix (repair a "
+                                             "failed program), e.g. '{full: 0.5, diff: 0.3, crossover: 0.1, fix: 0.1}'; formats a "
+                                             "sampler cannot do are left out for it (mutate: full only; local: no diff)")
+    samples_per_prompt: int = knob(1, "samples drawn from each prompt, each with its own seed (FunSearch draws "
+                                      "several; a prompt cache then reuses the whole prompt)", minimum=1)
+    edit_retries: int = knob(1, "times a rejected edit (outside the EVOLVE-BLOCKs, SEARCH text not found) is asked "
+                                "again with the reason shown to the model", minimum=0)
+    insights_interval: int = knob(0, "every N samples the model summarises what worked and what failed so far "
+                                     "(CoEvo insights, shown in later prompts); 0: off", minimum=0)
+    models: dict = knob({}, "several samplers in one run, picked per sample by a cost-aware UCB bandit: name -> "
+                            "spec, e.g. '{gemma: {sampler: local}, mut: {sampler: mutate}, big: {sampler: openai, "
+                            "model: M, base_url: URL, cost: 10}}' (empty: just --sampler)")
+    backend: str = knob("local", "where the parts run: local (one process, asyncio) or ray (islands, samplers and "
+                                 "evaluators as Ray actors; see cluster/README.md)", choices=BACKENDS)
+    address: str | None = knob(None, "--backend ray: Ray cluster to join, auto or HOST:PORT (default: start a private "
+                                     "Ray instance on this machine)")
+    evaluator_actors: int = knob(2, "--backend ray: evaluator actors, each owning --workers sandbox workers", minimum=1)
+    sampler_actors: int = knob(1, "--backend ray: sampler actors", minimum=1)
+    sampler_gpus: float = knob(0.0, "--backend ray: GPUs per sampler actor (1 for an in-process vLLM)", minimum=0)
+    sandbox_resource: str = knob("sandbox", "--backend ray: custom resource marking nodes where the sandbox works; "
+                                            "each evaluator actor takes 1 ('' places them anywhere)")
+    sampler_resource: str = knob("", "--backend ray: custom resource sampler actors need, e.g. a GPU node "
+                                     "type ('' places them anywhere)")
 
     def validate(self) -> "RunConfig":
         hints = typing.get_type_hints(RunConfig)
@@ -68,10 +128,52 @@ class RunConfig:
             raise ConfigError("no problem given (evosearch run PROBLEM; see `evosearch problems`)")
         if self.sampler == "openai" and not (self.base_url and self.model):
             raise ConfigError("--sampler openai needs --base-url and --model")
+        if self.sampler == "vllm" and not self.model:
+            raise ConfigError("--sampler vllm needs --model (a Hugging Face name or a local path)")
+        if (self.max_cost is not None or self.max_tokens is not None) and self.sampler not in ("openai", "vllm"):
+            raise ConfigError("--max-cost and --max-tokens (the run budget) need --sampler openai or vllm")
+        if (self.max_cost is not None or self.max_tokens is not None) and self.models:
+            # Each arm would keep a budget of its own, so the run could spend one per arm.
+            raise ConfigError("--max-cost and --max-tokens do not work with --models yet")
+        if (self.max_cost is not None or self.max_tokens is not None) and self.backend == "ray" \
+                and self.sampler_actors > 1:
+            raise ConfigError("--max-cost and --max-tokens need --sampler-actors 1 with --backend ray "
+                              "(each actor would keep a budget of its own)")
+        from .samplers.budget import parse_prices
+
+        try:
+            parse_prices(self.prices)
+        except ValueError as e:
+            raise ConfigError(f"config 'prices': {e}") from None
+        _check_edit_formats(self.edit_formats)
+        _check_models(self.models)
         return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_edit_formats(mix: dict) -> None:
+    from .prompt import EDIT_FORMATS
+
+    for name, weight in mix.items():
+        if name not in EDIT_FORMATS:
+            raise ConfigError(f"config 'edit_formats': unknown format '{name}' (choose {', '.join(EDIT_FORMATS)})")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ConfigError(f"config 'edit_formats': weight of '{name}' must be a number >= 0, got {weight!r}")
+    if not sum(mix.values()) > 0:
+        raise ConfigError("config 'edit_formats' needs at least one format with a positive weight")
+
+
+def _check_models(models: dict) -> None:
+    for name, spec in models.items():
+        if not isinstance(spec, dict) or spec.get("sampler") not in SAMPLERS:
+            raise ConfigError(f"config 'models': '{name}' needs a mapping with sampler: one of {', '.join(SAMPLERS)}")
+        if spec["sampler"] == "openai" and not (spec.get("base_url") and spec.get("model")):
+            raise ConfigError(f"config 'models': '{name}' (openai) needs base_url and model")
+        cost = spec.get("cost", 1.0)
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost <= 0:
+            raise ConfigError(f"config 'models': cost of '{name}' must be a number > 0, got {cost!r}")
 
 
 def _coerce(name: str, hint: Any, value: Any) -> Any:

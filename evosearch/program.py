@@ -16,6 +16,11 @@ class EditError(ValueError):
     """A proposed edit cannot be applied; the message says why."""
 
 
+class RejectedEdit(EditError):
+    """An edit that breaks the rules (touches code outside the evolve blocks, SEARCH text not
+    found): the message is shown to the model when it is asked again."""
+
+
 @dataclass(frozen=True)
 class Block:
     start: int  # 0-based index of the START marker line
@@ -75,7 +80,7 @@ def replace_functions(code: str, new: dict[str, str]) -> str:
     inside = evolvable_functions(code)
     for name in new:
         if name in spans and name not in inside:
-            raise EditError(f"function '{name}' is outside the evolve blocks and may not change")
+            raise RejectedEdit(f"function '{name}' is outside the evolve blocks and may not change")
     # Replace from the bottom up so earlier line numbers stay valid.
     edits = sorted(((spans[n], src) for n, src in new.items() if n in inside), reverse=True)
     for (a, b), src in edits:
@@ -88,6 +93,32 @@ def replace_functions(code: str, new: dict[str, str]) -> str:
     ast.parse(out)  # a splice can only break syntax if ``new`` was broken; fail loudly here
     assert len(blocks(out)) == len(regions)
     return out
+
+
+def outside(code: str) -> list[str]:
+    """The program's lines outside its evolve blocks (markers included): what no edit may change."""
+    lines = code.splitlines()
+    keep, at = [], 0
+    for b in blocks(code):
+        keep += lines[at:b.start + 1]
+        at = b.end
+    return [line.rstrip() for line in keep + lines[at:]]
+
+
+def check_frozen(parent: str, child: str) -> None:
+    """RejectedEdit unless ``child`` keeps every line of ``parent`` outside its evolve blocks."""
+    try:
+        n = len(blocks(child))
+    except EditError as e:
+        raise RejectedEdit(f"the edit broke the EVOLVE-BLOCK markers ({e})") from None
+    if n != len(blocks(parent)):
+        raise RejectedEdit(f"the edit changed the number of EVOLVE-BLOCK regions ({len(blocks(parent))} -> {n})")
+    before, after = outside(parent), outside(child)
+    if before != after:
+        at = next((k for k, (a, b) in enumerate(zip(before, after)) if a != b), min(len(before), len(after)))
+        line = before[at] if at < len(before) else after[at]
+        raise RejectedEdit(f"the edit changes code outside the EVOLVE-BLOCK regions (near {line.strip()!r}); "
+                           f"only code between {START} and {END} may change")
 
 
 def ast_size(code: str) -> int:

@@ -37,9 +37,22 @@ CREATE TABLE IF NOT EXISTS programs (
 );
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, at_commit INTEGER, event TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS programs_status ON programs(status);
+-- CoEvo insights: what the model concluded from the run so far, made when sample at_sample was due
+CREATE TABLE IF NOT EXISTS insights (at_sample INTEGER PRIMARY KEY, text TEXT NOT NULL, model TEXT, created REAL);
 """
+# Columns added after the first schema: (table, column, type); added to older databases on open.
+ADDED_COLUMNS = (
+    ("programs", "edit_format", "TEXT"),  # full | diff | crossover | fix
+    ("programs", "rationale", "TEXT"),  # the model's stated change (Evolution of Thought)
+    ("programs", "attempts", "TEXT"),  # JSON: earlier rejected answers [{response, reason}]
+    ("programs", "epoch", "INTEGER"),  # the island's epoch (resets so far) when the prompt was drawn
+    ("programs", "cost", "REAL"),  # USD of the sample's LLM request (Sample.extra["cost"]; None: no price known)
+    ("programs", "retries", "INTEGER"),  # HTTP retries its request took (Sample.extra["retries"])
+    ("prompts", "completion", "TEXT"), ("prompts", "header", "TEXT"),
+    ("prompts", "completion_shared", "INTEGER"), ("prompts", "user_shared", "INTEGER"),
+)
 
-JSON_COLUMNS = ("parents", "descriptors", "metrics")
+JSON_COLUMNS = ("parents", "descriptors", "metrics", "attempts")
 
 
 class Store:
@@ -50,6 +63,9 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process kill
         self.db.executescript(SCHEMA)
+        for table, column, kind in ADDED_COLUMNS:
+            if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -69,6 +85,25 @@ class Store:
     def prompt(self, prompt_id: int) -> tuple[str, str]:
         row = self.db.execute("SELECT system, user FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
         return row["system"], row["user"]
+
+    def set_prompt_forms(self, prompt_id: int, completion: str, header: str, completion_shared: int,
+                         user_shared: int) -> None:
+        """The completion form and the shared-head lengths of a prompt, so a resumed sample gets the same prompt."""
+        self.db.execute("UPDATE prompts SET completion = ?, header = ?, completion_shared = ?, user_shared = ? "
+                        "WHERE id = ?", (completion, header, completion_shared, user_shared, prompt_id))
+
+    def prompt_row(self, prompt_id: int) -> dict:
+        return dict(self.db.execute("SELECT * FROM prompts WHERE id = ?", (prompt_id,)).fetchone())
+
+    # --- insights (CoEvo) ----------------------------------------------------------
+    def add_insights(self, at_sample: int, text: str, model: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO insights VALUES (?, ?, ?, ?)", (at_sample, text, model, time.time()))
+
+    def insights(self, up_to: int) -> tuple[int, str] | None:
+        """The latest insights made at a sample index <= up_to, as (at_sample, text)."""
+        row = self.db.execute("SELECT at_sample, text FROM insights WHERE at_sample <= ? ORDER BY at_sample DESC "
+                              "LIMIT 1", (up_to,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     def begin(self, program_id: int, *, island: int | None, parents: list[int], sampler: str,
               prompt_id: int | None = None) -> None:
@@ -96,6 +131,14 @@ class Store:
 
     def status_counts(self, where: str = "1") -> dict[str, int]:
         return dict(self.db.execute(f"SELECT status, COUNT(*) FROM programs WHERE {where} GROUP BY status").fetchall())
+
+    def usage(self) -> dict:
+        """LLM tokens and cost summed over the sampled programs (None: no row has a cost). The sampler's own
+        account, with retries and failed requests, is meta "sampler_usage"."""
+        tokens_in, tokens_out, answered, cost = self.db.execute(
+            "SELECT COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0), COUNT(tokens_in), SUM(cost) "
+            "FROM programs").fetchone()
+        return {"tokens_in": tokens_in, "tokens_out": tokens_out, "answered": answered, "cost": cost}
 
     def next_id(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM programs").fetchone()[0]

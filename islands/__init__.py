@@ -2,8 +2,15 @@
 
 Plain Python (no Ray, no LLM): the engine calls ``Archipelago`` directly, or
 through a Ray actor wrapper that holds one.
-"""
-from islands.archipelago import Archipelago
-from islands.island import Elite, Island
 
-__all__ = ["Archipelago", "Elite", "Island"]
+- ``island``: ``Island`` (pyribs GridArchive / CVTArchive / CategoricalArchive, program ids as solutions)
+- ``clusters``: ``ClusterIsland``, FunSearch-style score clusters without a grid
+- ``selection``: parent selection rules (uniform, FunSearch's Boltzmann, DGM, best)
+- ``archipelago``: migration (ring, random), FunSearch resets with island epochs, crossover mates, inspirations
+- ``visualize``: the archive heatmap every run writes (``ribs.visualize.grid_archive_heatmap``)
+"""
+from islands.archipelago import Archipelago, new_island
+from islands.clusters import ClusterIsland
+from islands.island import Categorical, Elite, Island
+
+__all__ = ["Archipelago", "Categorical", "ClusterIsland", "Elite", "Island", "new_island"]

@@ -1,62 +1,169 @@
-"""The island model: several MAP-Elites islands evolving apart, joined by ring
-migration (each island's best elites offered to the next island) and FunSearch's
-periodic reset (the weaker half of islands restart from a survivor's best).
+"""The island model: several MAP-Elites islands evolving apart, joined by migration
+(each island's best elites offered to the next island on a ring, or to a random
+other island) and FunSearch's periodic reset (the weaker half of islands restart
+from a survivor's best).
 
-Deterministic: the only randomness is the ``rng`` passed to ``select_parents`` and
-``on_commit`` (consumed only when a reset happens), so replaying the recorded
-results in order with a generator in the same state rebuilds the same archipelago.
+Deterministic: the only randomness is the ``rng`` passed in, so replaying the
+recorded results in order with generators in the same states rebuilds the same
+archipelago. Islands get spawned children of it (``_child``), never the caller's
+generator itself, so local islands and islands in Ray actors draw alike.
+
+Resets and asynchronous samples: a prompt drawn from island i before i was reset
+produces a child of the discarded lineage. Each island has an epoch, bumped by
+every reset; the engine records the epoch a prompt was drawn at and hands it to
+``add``. A child from an older epoch ("stale") enters the reset island only if it
+beats that island's best (so nothing better than what the island holds is ever
+lost, and the global best never is); otherwise it stays out of the archive (it is
+still in the store) and ``add`` returns "stale".
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from islands.clusters import ClusterIsland
 from islands.island import Elite, Island
 
 if TYPE_CHECKING:
     from evosearch.problem import Descriptor
 
+TOPOLOGIES = ("ring", "random")
+MATE_TOURNAMENT = 4  # mates drawn per crossover; the most dissimilar one wins
+
+
+def new_island(descriptors: Sequence[Descriptor], qd_score_offset: float | None = None, **options):
+    """The default island factory: ``archive="clusters"`` gives a ``ClusterIsland``
+    (no grid), anything else an ``Island`` on a pyribs archive."""
+    if options.get("archive") == "clusters":
+        return ClusterIsland(descriptors, qd_score_offset, **{k: v for k, v in options.items() if k != "archive"})
+    return Island(descriptors, qd_score_offset, **options)
+
 
 class Archipelago:
-    """``n_islands`` islands over the same descriptor grid.
+    """``n_islands`` islands over the same descriptor axes.
 
     ``on_commit(i, rng)`` is called after the i-th result (1-based) is inserted;
     migration happens when i is a positive multiple of ``migration_interval``, a
     reset when i is a positive multiple of ``reset_interval`` (0 turns either off;
     on the same commit, migration runs first).
+
+    ``make_island(descriptors, qd_score_offset, **island_kwargs)`` builds each
+    island (the Ray backend passes one that puts it in an actor); ``island_kwargs``
+    are e.g. ``archive``, ``cvt_cells``, ``temperature0``, ``temperature_period``.
+    ``selection`` is the default parent-selection strategy: "uniform", "boltzmann",
+    "dgm", "best", or "seed" (always the founder given to ``add_everywhere``).
     """
 
     def __init__(self, n_islands: int, descriptors: Sequence[Descriptor], migration_interval: int = 0,
                  migration_size: int = 1, reset_interval: int = 0, qd_score_offset: float | None = None,
-                 make_island: Callable[..., Island] = Island):
+                 make_island: Callable[..., Island] = new_island, *, topology: str = "ring",
+                 selection: str = "uniform", island_kwargs: dict | None = None):
         for name, value, low in (("n_islands", n_islands, 1), ("migration_interval", migration_interval, 0),
                                  ("migration_size", migration_size, 1), ("reset_interval", reset_interval, 0)):
             if int(value) != value or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+        if topology not in TOPOLOGIES:
+            raise ValueError(f"topology must be one of {', '.join(TOPOLOGIES)}, got {topology!r}")
         self.descriptors = tuple(descriptors)
         self.migration_interval = int(migration_interval)
         self.migration_size = int(migration_size)
         self.reset_interval = int(reset_interval)
+        self.topology = topology
+        self.selection = selection
+        self.founder: Elite | None = None
         # ``make_island`` lets the Ray backend put each island in an actor (islands/actor.py).
-        self.islands: list[Island] = [make_island(self.descriptors, qd_score_offset) for _ in range(int(n_islands))]
+        self.islands: list[Island] = [make_island(self.descriptors, qd_score_offset, **(island_kwargs or {}))
+                                      for _ in range(int(n_islands))]
+        self.epochs = [0] * int(n_islands)  # resets per island
 
     def _island(self, island: int) -> Island:
         if not 0 <= island < len(self.islands):
             raise IndexError(f"island {island} out of range (0..{len(self.islands) - 1})")
         return self.islands[island]
 
-    def add(self, island: int, program_id: int, score: float, descriptors: Sequence[float]) -> str:
-        return self._island(island).add(program_id, score, descriptors)
+    def add(self, island: int, program_id: int, score: float, descriptors: Sequence[float],
+            epoch: int | None = None) -> str:
+        """Offer a child to its island. ``epoch``: the island's epoch when the child's
+        prompt was drawn (None: current); see the module note on stale children."""
+        isl = self._island(island)
+        if epoch is not None and epoch != self.epochs[island]:
+            best = isl.best()
+            if best is not None and not score > best.score:
+                return "stale"
+        return isl.add(program_id, score, descriptors)
 
     def add_everywhere(self, program_id: int, score: float, descriptors: Sequence[float]) -> None:
-        """Give every island the same program (the seed)."""
+        """Give every island the same program (the seed, which becomes the founder)."""
         for isl in self.islands:
             isl.add(program_id, score, descriptors)
+        self.founder = Elite(int(program_id), float(score), tuple(float(v) for v in descriptors))
 
-    def select_parents(self, island: int, rng: np.random.Generator, k: int) -> list[Elite]:
-        return self._island(island).select_parents(rng, k)
+    def epoch(self, island: int) -> int:
+        self._island(island)
+        return self.epochs[island]
+
+    # -- parents and prompt material -------------------------------------------------
+
+    def select_parents(self, island: int, rng: np.random.Generator, k: int,
+                       strategy: str | None = None) -> list[Elite]:
+        """k parents from the island, sorted by score ascending (best last)."""
+        strategy = strategy or self.selection
+        if strategy == "seed":  # the "random mutation of the seed" baseline
+            if k < 0:
+                raise ValueError(f"k must be >= 0, got {k}")
+            return [] if self.founder is None else [self.founder] * k
+        return self._island(island).select_parents(_child(rng), k, strategy)
+
+    def record_child(self, island: int, parent_ids: Sequence[int]) -> None:
+        """One more child (any outcome) of each parent, counted on the island it was drawn from (DGM)."""
+        self._island(island).record_child([int(p) for p in parent_ids])
+
+    def select_mates(self, island: int, rng: np.random.Generator) -> list[Elite]:
+        """Two parents for crossover, sorted by score ascending: the first drawn from
+        ``island`` by the default strategy; its mate from a different cell of the same
+        island or from another island, the most dissimilar (descriptor distance,
+        ranges normalised; higher score on ties) of ``MATE_TOURNAMENT`` uniform draws.
+        One parent only when no other elite exists anywhere."""
+        first = self.select_parents(island, rng, 1)
+        if not first:
+            return []
+        first = first[0]
+        own_cell = self._island(island).occupied_cell(first.program_id)
+        candidates = []
+        for j, isl in enumerate(self.islands):
+            for e in isl.elites():
+                if e.program_id == first.program_id:
+                    continue
+                if j == island and isl.occupied_cell(e.program_id) == own_cell:
+                    continue
+                candidates.append(e)
+        if not candidates:
+            return [first]
+        draws = rng.choice(len(candidates), size=min(MATE_TOURNAMENT, len(candidates)), replace=False)
+        mate = max((candidates[int(d)] for d in draws), key=lambda e: (self.distance(first, e), e.score))
+        return sorted([first, mate], key=lambda e: e.score)
+
+    def distance(self, a: Elite, b: Elite) -> float:
+        """Euclidean distance of two elites' descriptors, each axis scaled to [0, 1]."""
+        total = 0.0
+        for d, x, y in zip(self.descriptors, a.descriptors, b.descriptors):
+            total += ((x - y) / (d.high - d.low)) ** 2
+        return math.sqrt(total)
+
+    def inspirations(self, island: int, rng: np.random.Generator, m: int,
+                     exclude: Sequence[Elite] = ()) -> list[Elite]:
+        """Up to m elites of ``island`` from cells other than those of ``exclude`` (the
+        prompt's parents), drawn uniformly, sorted by score ascending."""
+        isl = self._island(island)
+        cells = [c for c in (isl.occupied_cell(e.program_id) for e in exclude) if c is not None]
+        ids = {e.program_id for e in exclude}
+        found = [e for e in isl.sample_elites(_child(rng), m + len(ids), cells) if e.program_id not in ids][:m]
+        return sorted(found, key=lambda e: e.score)
+
+    # -- the island model --------------------------------------------------------------
 
     def on_commit(self, commit_index: int, rng: np.random.Generator) -> list[dict]:
         """Run whatever migration or reset is due after the commit_index-th result;
@@ -65,19 +172,28 @@ class Archipelago:
         if commit_index <= 0 or len(self.islands) < 2:
             return events
         if self.migration_interval and commit_index % self.migration_interval == 0:
-            events += self.migrate()
+            # The ring needs no rng (and a subclass may override migrate() without one).
+            events += self.migrate(rng) if self.topology == "random" else self.migrate()
         if self.reset_interval and commit_index % self.reset_interval == 0:
             events += self.reset(rng)
         return events
 
-    def migrate(self) -> list[dict]:
-        """Ring migration: island i offers its best ``migration_size`` elites to
-        island i+1 (mod n). Emigrants are chosen on every island before any arrive,
-        so an elite moves one step per migration. Only accepted arrivals make events."""
+    def migrate(self, rng: np.random.Generator | None = None) -> list[dict]:
+        """Island i offers its best ``migration_size`` elites to island i+1 (mod n) on
+        the ring, or to an island drawn uniformly among the others (``rng``) with the
+        random topology. Emigrants are chosen on every island before any arrive, so an
+        elite moves one step per migration. Only accepted arrivals make events."""
+        n = len(self.islands)
         emigrants = [_top(isl, self.migration_size) for isl in self.islands]
+        if self.topology == "ring":
+            targets = [(src + 1) % n for src in range(n)]
+        else:
+            if rng is None:
+                raise ValueError("random migration needs an rng")
+            targets = [(src + 1 + int(rng.integers(n - 1))) % n for src in range(n)]
         events = []
         for src, elites in enumerate(emigrants):
-            dst = (src + 1) % len(self.islands)
+            dst = targets[src]
             for e in elites:
                 status = self.islands[dst].add(e.program_id, e.score, e.descriptors)
                 if status != "not_added":
@@ -88,7 +204,8 @@ class Archipelago:
     def reset(self, rng: np.random.Generator) -> list[dict]:
         """FunSearch reset: the floor(n/2) islands with the lowest best score (ties
         broken by ``rng``; empty islands count as worst) are cleared, and each is
-        reseeded with the best elite of a survivor chosen uniformly by ``rng``."""
+        reseeded with the best elite of a survivor chosen uniformly by ``rng``.
+        Each reset island's epoch goes up by one."""
         n = len(self.islands)
         best = [isl.best() for isl in self.islands]
         shuffled = rng.permutation(n)  # stable sort of a random order = random tie-break
@@ -99,7 +216,8 @@ class Archipelago:
             donor = survivors[int(rng.integers(len(survivors)))]
             founder = best[donor]
             self.islands[i].clear()
-            event = {"event": "reset", "island": i, "from": donor, "program_id": None}
+            self.epochs[i] += 1
+            event = {"event": "reset", "island": i, "from": donor, "program_id": None, "epoch": self.epochs[i]}
             if founder is not None:
                 self.islands[i].add(founder.program_id, founder.score, founder.descriptors)
                 event["program_id"] = founder.program_id
@@ -116,11 +234,18 @@ class Archipelago:
         return found
 
     def stats(self) -> list[dict]:
-        """Per-island ``Island.stats()`` with its "island" index."""
-        return [{"island": i, **isl.stats()} for i, isl in enumerate(self.islands)]
+        """Per-island ``Island.stats()`` with its "island" index and "epoch"."""
+        return [{"island": i, "epoch": self.epochs[i], **isl.stats()} for i, isl in enumerate(self.islands)]
 
     def __len__(self) -> int:
         return len(self.islands)
+
+
+def _child(rng: np.random.Generator) -> np.random.Generator:
+    """A generator for one island call. The island may live in an actor, where the draws it
+    makes never advance the caller's generator; a spawned child makes what the caller draws
+    next the same whether the island is local or remote."""
+    return rng.spawn(1)[0]
 
 
 def _top(island: Island, m: int) -> list[Elite]:

@@ -19,7 +19,7 @@ def test_layers_override_in_order(tmp_path):
     ({"samplez": 3}, "config key 'samplez' is unknown"),
     ({"samples": "many"}, "config 'samples' must be int"),
     ({"samples": 0}, "at least 1"),
-    ({"sampler": "gpt"}, "must be one of local, openai, mutate"),
+    ({"sampler": "gpt"}, "must be one of local, openai, vllm, mutate"),
     ({"probe": "maybe"}, "must be bool"),
     ({"sampler": "openai"}, "needs --base-url and --model"),
 ])

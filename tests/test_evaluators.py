@@ -328,6 +328,23 @@ def test_pool_survives_a_worker_killed_between_jobs(loop, pool):
     assert victim not in pool.pids and len(pool.pids) == 2
 
 
+def test_concurrent_first_jobs_share_one_start(loop):
+    # A restarted Ray evaluator actor gets several jobs at once; they must not each start workers.
+    async def go():
+        before = {p.pid for p in psutil.Process().children()}
+        fresh = WorkerPool("bin_packing", workers=2)  # not started: the jobs start it
+        try:
+            replies = await asyncio.gather(*(fresh.run(candidate(f"return -(bins - item) + {k}"), "probe")
+                                             for k in range(6)))
+            return replies, {p.pid for p in psutil.Process().children()} - before
+        finally:
+            await fresh.close()
+
+    replies, started = loop.run_until_complete(go())
+    # Two workers, plus at most the spares that replace them after a recycle.
+    assert [r["status"] for r in replies] == ["ok"] * 6 and len(started) <= 4
+
+
 def test_workers_recycle_and_die_on_close(loop):
     async def scenario():
         async with WorkerPool("bin_packing", workers=1, recycle_every=2) as pool:

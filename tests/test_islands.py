@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evosearch.problem import Descriptor
-from islands import Archipelago, Elite, Island
+from islands import Archipelago, ClusterIsland, Elite, Island
 
 GRID = (Descriptor("length", 0.0, 10.0, 5), Descriptor("depth", -1.0, 1.0, 4))  # 20 cells
 PROPS = settings(max_examples=60, deadline=None)
@@ -271,3 +271,243 @@ def test_same_calls_and_rng_give_the_same_archipelago(seq, seed):
     assert run_ops(a, seq, seed) == run_ops(b, seq, seed)
     assert [isl.elites() for isl in a.islands] == [isl.elites() for isl in b.islands]
     assert a.stats() == b.stats()
+
+
+# -- resets and in-flight children -------------------------------------------------
+
+def test_a_child_drawn_before_its_islands_reset_is_stale_unless_it_beats_the_new_best():
+    arch = Archipelago(2, GRID, reset_interval=3)
+    arch.add_everywhere(0, 0.0, (5.0, 0.0))
+    arch.add(0, 1, 9.0, (1.0, 0.0))  # island 0 strong, island 1 weak
+    drawn_at = arch.epoch(1)  # a prompt is drawn from island 1 ...
+    assert drawn_at == 0
+    events = arch.on_commit(3, np.random.default_rng(0))  # ... then island 1 is reset
+    assert [(ev["island"], ev["program_id"], ev["epoch"]) for ev in events] == [(1, 1, 1)]
+    assert arch.epoch(1) == 1 and arch.epoch(0) == 0
+    # Its child arrives late: not better than the reset island's founder (9.0), so it stays out.
+    assert arch.add(1, 7, 8.0, (9.0, 0.9), epoch=drawn_at) == "stale"
+    assert [e.program_id for e in arch.islands[1].elites()] == [1]
+    # The same child drawn after the reset is an ordinary offer (a new cell).
+    assert arch.add(1, 8, 8.0, (9.0, 0.9), epoch=arch.epoch(1)) == "new"
+    # A stale child that beats the island's best is kept: nothing better than the island holds is lost.
+    assert arch.add(1, 9, 10.0, (5.0, 0.5), epoch=drawn_at) == "new"
+    assert arch.best() == Elite(9, 10.0, (5.0, 0.5))
+    assert arch.stats()[1]["epoch"] == 1
+
+
+def test_random_topology_sends_each_islands_best_to_another_island():
+    arch = Archipelago(4, GRID, migration_interval=1, topology="random")
+    for i in range(4):
+        arch.add(i, 10 + i, float(i), (2.0 * i, 0.0))
+    events = arch.on_commit(1, np.random.default_rng(5))
+    assert sorted(ev["from"] for ev in events) == [0, 1, 2, 3]
+    assert all(ev["to"] != ev["from"] and ev["program_id"] == 10 + ev["from"] for ev in events)
+    again = Archipelago(4, GRID, migration_interval=1, topology="random")
+    for i in range(4):
+        again.add(i, 10 + i, float(i), (2.0 * i, 0.0))
+    assert again.on_commit(1, np.random.default_rng(5)) == events  # the rng decides, nothing else
+    with pytest.raises(ValueError, match="topology"):
+        Archipelago(2, GRID, topology="star")
+
+
+# -- parent selection strategies ---------------------------------------------------
+
+SIZED = (Descriptor("length", 0.0, 10.0, 10), Descriptor("size", 0.0, 400.0, 10))
+
+
+def test_boltzmann_favours_high_score_clusters_and_short_programs_within_one():
+    from islands import selection
+
+    assert selection.temperature(0) == pytest.approx(0.1)
+    assert selection.temperature(15_000) == pytest.approx(0.05)
+    assert selection.temperature(30_000) == pytest.approx(0.1)  # the schedule restarts every N programs
+    isl = Island(SIZED)
+    isl.add(1, -10.0, (0.5, 50.0))
+    isl.add(2, 0.0, (2.5, 50.0))  # the top cluster: ids 2 (short) and 3 (long)
+    isl.add(3, 0.0, (4.5, 390.0))
+    isl.add(4, -5.0, (6.5, 50.0))
+    rng = np.random.default_rng(0)
+    counts = {i: 0 for i in (1, 2, 3, 4)}
+    for _ in range(3000):
+        (p,) = isl.select_parents(rng, 1, "boltzmann")
+        counts[p.program_id] += 1
+    # T = 0.1 on scores normalised to [0, 1]: the -5 cluster has weight e^5 less than the top one.
+    assert counts[2] + counts[3] > 0.95 * 3000
+    assert counts[2] > 1.5 * counts[3]  # softmax(-normalised length) prefers the shorter
+    assert counts[1] < counts[4] < 100
+
+
+def test_dgm_selection_discounts_parents_with_many_children():
+    isl = Island(GRID)
+    isl.add(1, 1.0, (1.0, 0.0))
+    isl.add(2, 1.0, (9.0, 0.0))  # equal scores: only the children counts differ
+    isl.add(3, 0.0, (5.0, 0.0))  # low score: sigmoid(10 (0 - 0.5)) ~ 0.007
+    isl.record_child([1] * 1)
+    for _ in range(9):
+        isl.record_child([1])
+    isl.record_child([42])  # not held here: ignored
+    assert isl.children(1) == 10 and isl.children(2) == 0 and isl.children(42) == 0
+    rng = np.random.default_rng(0)
+    counts = {1: 0, 2: 0, 3: 0}
+    for _ in range(2000):
+        (p,) = isl.select_parents(rng, 1, "dgm")
+        counts[p.program_id] += 1
+    assert counts[2] > 6 * counts[1]  # 1 / (1 + 10) against 1 / (1 + 0)
+    assert counts[3] < counts[1]
+    isl.add(4, 2.0, (1.0, 0.0))  # replaces 1 in its cell: its count goes with it
+    assert isl.children(1) == 0
+
+
+def test_best_and_seed_selection_give_the_hill_climber_and_the_random_baseline():
+    arch = Archipelago(1, GRID, selection="best")
+    arch.add_everywhere(0, -1.0, (5.0, 0.0))
+    arch.add(0, 1, 3.0, (1.0, 0.0))
+    arch.add(0, 2, 2.0, (9.0, 0.0))
+    rng = np.random.default_rng(0)
+    assert [e.program_id for e in arch.select_parents(0, rng, 1)] == [1]
+    assert [e.program_id for e in arch.select_parents(0, rng, 2)] == [2, 1]
+    assert arch.select_parents(0, rng, 2, "seed") == [Elite(0, -1.0, (5.0, 0.0))] * 2
+    with pytest.raises(ValueError, match="strategy"):
+        arch.select_parents(0, rng, 1, "tournament")
+
+
+# -- crossover mates and inspirations ------------------------------------------------
+
+def test_select_mates_picks_two_parents_from_different_cells_or_islands_favouring_distance():
+    arch = Archipelago(2, SIZED)
+    for pid, x in enumerate(np.linspace(0.5, 9.5, 10)):
+        arch.add(0, pid, float(pid % 3), (float(x), 100.0))
+    arch.add(1, 100, 1.0, (0.5, 100.0))  # same cell as program 0, but on another island
+    rng = np.random.default_rng(0)
+    far, near = 0, 0
+    for _ in range(300):
+        mates = arch.select_mates(0, rng)
+        assert len(mates) == 2 and mates[0].score <= mates[1].score
+        a, b = mates
+        cells_differ = arch.islands[0].occupied_cell(a.program_id) != arch.islands[0].occupied_cell(b.program_id)
+        assert a.program_id != b.program_id and (cells_differ or 100 in (a.program_id, b.program_id))
+        d = arch.distance(a, b)
+        far += d > 0.45
+        near += d < 0.15
+    # A uniform mate would be near (< 0.15) ~ 1 time in 5; the 4-way tournament makes it rare.
+    assert far > 3 * near
+    lone = Archipelago(1, SIZED)
+    lone.add(0, 5, 1.0, (1.0, 1.0))
+    assert lone.select_mates(0, rng) == [Elite(5, 1.0, (1.0, 1.0))]
+    assert Archipelago(1, SIZED).select_mates(0, rng) == []
+
+
+def test_inspirations_come_from_cells_other_than_the_parents():
+    arch = Archipelago(1, GRID)
+    for pid, x in enumerate([0.5, 2.5, 4.5, 6.5, 8.5]):
+        arch.add(0, pid, float(pid), (x, 0.0))
+    rng = np.random.default_rng(0)
+    parents = arch.select_parents(0, rng, 2)
+    for _ in range(20):
+        found = arch.inspirations(0, rng, 2, exclude=parents)
+        assert len(found) == 2 and [e.score for e in found] == sorted(e.score for e in found)
+        assert not {e.program_id for e in found} & {p.program_id for p in parents}
+    assert len(arch.inspirations(0, rng, 10, exclude=parents)) == 3  # all there is
+    assert arch.inspirations(0, rng, 0) == []
+
+
+# -- other archives ----------------------------------------------------------------
+
+def test_cvt_archive_and_score_cluster_island():
+    cvt = Island(GRID, archive="cvt", cvt_cells=16)
+    assert cvt.kind == "cvt" and cvt.cells == 16
+    assert cvt.add(1, 1.0, (1.0, 0.0)) == "new"
+    assert cvt.add(2, 0.5, (1.0, 0.0)) == "not_added"
+    assert cvt.add(3, 2.0, (1.0, 0.0)) == "improve"
+    assert cvt.cell_of((1.0, 0.0)) == int(cvt.archive.index_of_single(np.array([1.0, 0.0])))
+    with pytest.raises(ValueError, match="archive must be"):
+        Island(GRID, archive="hex")
+    clusters = ClusterIsland(SIZED, max_clusters=2, cluster_cap=2)
+    assert clusters.add(1, 1.0, (0.0, 300.0)) == "new"
+    assert clusters.add(2, 1.0, (5.0, 100.0)) == "new"  # same signature: joins the cluster
+    assert clusters.add(3, 1.0, (5.0, 50.0)) == "improve"  # full: the shortest two stay
+    assert [e.program_id for e in clusters.elites()] == [3, 2]
+    assert clusters.add(4, 0.0, (0.0, 0.0)) == "new"
+    assert clusters.add(5, -1.0, (0.0, 0.0)) == "not_added"  # cap of 2 clusters: worse than the worst
+    assert clusters.add(6, 2.0, (0.0, 0.0)) == "new"  # drops the 0.0 cluster
+    assert sorted(e.score for e in clusters.elites()) == [1.0, 1.0, 2.0]
+    assert clusters.best() == Elite(6, 2.0, (0.0, 0.0))
+
+
+# -- through the engine: real CLI runs -----------------------------------------------
+
+def _cli_run(out, *flags):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "evosearch", "run", "bin_packing", "--sampler", "mutate",
+                           "--samples", "30", "--seed", "3", "--islands", "2", "--concurrency", "4",
+                           "--reset-interval", "6", "--migration-interval", "5", "--out", str(out), "--quiet",
+                           "--problem-options", "{train_items: 200, test_items: 300}", "--workers", "2", *flags],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import sqlite3
+
+    db = sqlite3.connect(out / "evosearch.db")
+    try:
+        rows = db.execute("SELECT id, island, epoch, status, score, parents, archive FROM programs ORDER BY id").fetchall()
+        events = [(c, json.loads(e)) for c, e in db.execute("SELECT at_commit, event FROM events ORDER BY id")]
+    finally:
+        db.close()
+    return rows, events
+
+
+def test_engine_handles_children_of_reset_islands_and_writes_heatmap_and_qd_metrics(tmp_path):
+    import json
+
+    rows, events = _cli_run(tmp_path / "a", "--selection", "dgm")
+    resets = [(c, e["island"]) for c, e in events if e["event"] == "reset"]
+    assert resets
+    stale = []
+    for pid, island, epoch, status, score, parents, archive in rows[1:]:
+        # The island's epoch when this child was committed: resets at commits before it.
+        epoch_at_commit = sum(1 for c, i in resets if i == island and c < pid)
+        assert epoch is not None and epoch <= epoch_at_commit
+        if epoch < epoch_at_commit:
+            stale.append((pid, status, archive))
+        elif status == "ok":
+            assert archive in ("new", "improve", "not_added")
+    # With 4 samples in flight and a reset every 6 results, some children outlive their lineage;
+    # each is kept in the store, and in the archive only if it beat the reset island's best.
+    assert stale
+    assert all(archive in ("stale", "new", "improve") for _, status, archive in stale if status == "ok")
+    png = (tmp_path / "a" / "heatmap.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    qd = json.loads((tmp_path / "a" / "qd_metrics.json").read_text())
+    assert [h["commit"] for h in qd["history"]] == list(range(0, 31))  # every commit at 30 samples
+    assert all(len(h["islands"]) == 2 and {"coverage", "qd_score", "best", "epoch"} <= h["islands"][0].keys()
+               for h in qd["history"])
+    assert qd["history"][-1]["islands"] == qd["final"]
+    # Same seed, same run: DGM's children counts and the stale rule replay exactly.
+    again, again_events = _cli_run(tmp_path / "b", "--selection", "dgm")
+    assert again == rows and again_events == events
+
+
+def test_runtime_descriptor_is_opt_in_and_island_options_reach_the_islands():
+    from evosearch.config import ConfigError, make_config
+    from evosearch.engine import RUNTIME, SIZE, axes, island_kwargs
+    from problems.bin_packing.problem import BinPacking
+
+    problem = BinPacking()
+    default = make_config({"problem": "bin_packing"})
+    assert axes(problem, default) == (*BinPacking.descriptors, SIZE)  # deterministic by default
+    timed = make_config({"problem": "bin_packing", "runtime_descriptor": True})
+    assert axes(problem, timed) == (*BinPacking.descriptors, SIZE, RUNTIME)
+    assert island_kwargs(default) == {}  # a factory taking no options keeps working
+    cvt = make_config({"problem": "bin_packing", "archive": "cvt", "cvt_cells": 8, "selection": "dgm",
+                       "migration_topology": "random"})
+    arch = Archipelago(2, axes(problem, cvt), topology=cvt.migration_topology, selection=cvt.selection,
+                       island_kwargs=island_kwargs(cvt))
+    assert [isl.kind for isl in arch.islands] == ["cvt", "cvt"] and arch.islands[0].cells == 8
+    with pytest.raises(ConfigError, match="selection"):
+        make_config({"problem": "bin_packing", "selection": "roulette"})

@@ -123,6 +123,46 @@ def test_local_completion_mode_continues_the_header(local):
         assert "\n" not in str(e)
 
 
+def shared_prompt(variant, seed, chat):
+    """Prompts sharing a long head (as a run's prompts share instructions, problem and context)."""
+    head = "".join(f'"""Helper {k} of the bin packing context."""\ndef helper_{k}(x):\n    return x * {k}\n\n\n'
+                   for k in range(3))
+    header = "def priority_v1(item: float, bins: np.ndarray) -> np.ndarray:\n"
+    body = f"def priority_v0(item: float, bins: np.ndarray) -> np.ndarray:\n    return -(bins - item) * {variant}\n\n\n"
+    user = head + f"{USER} Improve priority_v0 (variant {variant})."
+    return Prompt(SYSTEM, user, [], ["priority"], seed, completion="" if chat else head + body + header,
+                  header=header, completion_shared=len(head), user_shared=len(head))
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["completion", "chat"])
+def test_prefix_reuse_keeps_answers_a_function_of_prompt_and_seed(local, chat):
+    # The shared head's KV state is kept between samples; the answer must not depend on whether
+    # it was (nor on which prompt came before): the same texts with the cache reused and without.
+    order = [(1, 5), (2, 6), (2, 7), (1, 5)]  # (2, 7): the same prompt again, another seed
+
+    def draw(reuse):
+        local.reuse_prefix = reuse
+        return [asyncio.run(local.sample(shared_prompt(v, seed, chat))) for v, seed in order]
+    local.max_tokens = 8  # a shared CPU: short answers still show any difference in the logits
+    try:
+        reused = draw(True)
+        order = order[1:]  # the first sample reuses nothing either way
+        fresh = draw(False)
+    finally:
+        local.reuse_prefix, local.max_tokens = True, SHORT
+    assert [s.text for s in reused[1:]] == [s.text for s in fresh]
+    assert all(s.extra["reused_tokens"] > 50 for s in reused[1:])  # the head: every prompt after the first
+    assert all(s.extra["reused_tokens"] == 0 for s in fresh)
+    assert reused[2].extra["reused_tokens"] == reused[2].tokens_in - 1  # all but the last token
+    assert reused[0].text == reused[3].text  # the same prompt and seed again, after other prompts
+
+
+def test_a_prompt_longer_than_the_context_is_a_sampler_error(local):
+    long = Prompt(SYSTEM, USER + " pad" * 1200, [], ["priority"], 0)
+    with pytest.raises(SamplerError, match=r"^the prompt has \d+ tokens, more than the context window \(1024\)"):
+        asyncio.run(local.sample(long))
+
+
 def test_missing_llama_cpp_is_a_one_line_install_hint(monkeypatch):
     import llama_cpp
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # what an absent package looks like to import
@@ -173,7 +213,7 @@ def test_a_real_answer_goes_through_extract(gemma_path):
 # --- OpenAI-compatible server ----------------------------------------------------
 
 def test_openai_sampler_against_llama_cpp_server(server):
-    sampler = OpenAISampler(server, model="gemma", max_tokens=SHORT, fold_system=True, timeout_s=120)
+    sampler = OpenAISampler(server, model="gemma", answer_tokens=SHORT, fold_system=True, timeout_s=120)
 
     async def run():
         await sampler.check()
@@ -191,7 +231,7 @@ def test_openai_sampler_against_llama_cpp_server(server):
 
 
 def test_openai_sampler_sends_a_system_message_when_asked(server):
-    sampler = OpenAISampler(server, model="gemma", max_tokens=8)
+    sampler = OpenAISampler(server, model="gemma", answer_tokens=8)
     assert [m["role"] for m in sampler.messages(prompt(0))] == ["system", "user"]
     sample = asyncio.run(sampler.sample(prompt(0)))
     assert sample.tokens_out <= 8
@@ -201,7 +241,7 @@ def test_openai_completion_mode_against_llama_cpp_server(server):
     header = "def priority_v1(item: float, bins: np.ndarray) -> np.ndarray:\n"
     completion = ("import numpy as np\n\n\ndef priority_v0(item: float, bins: np.ndarray) -> np.ndarray:\n"
                   "    return -(bins - item)\n\n\n" + header)
-    sampler = OpenAISampler(server, model="gemma", max_tokens=SHORT, mode="completion")
+    sampler = OpenAISampler(server, model="gemma", answer_tokens=SHORT, mode="completion")
     sample = asyncio.run(sampler.sample(Prompt(SYSTEM, USER, [], ["priority"], 4, completion=completion,
                                                header=header)))
     assert sample.text.startswith(header) and len(sample.text) > len(header)
@@ -244,11 +284,11 @@ def test_api_key_comes_from_the_environment(monkeypatch):
 # --- by name ----------------------------------------------------------------------
 
 def test_make_sampler(gemma_path):
-    assert SAMPLERS == ("local", "openai", "mutate")
+    assert SAMPLERS == ("local", "openai", "vllm", "mutate")
     assert isinstance(make_sampler("mutate"), MutateSampler)
     assert isinstance(make_sampler("local", model_path=gemma_path), LocalSampler)
     assert make_sampler("openai", base_url="http://localhost:1/v1", model="m").model == "m"
-    with pytest.raises(ValueError, match=r"^unknown sampler 'gpt' \(choose local, openai, mutate\)$"):
+    with pytest.raises(ValueError, match=r"^unknown sampler 'gpt' \(choose local, openai, vllm, mutate\)$"):
         make_sampler("gpt")
     with pytest.raises(ValueError, match=r"^sampler 'mutate': .*unexpected keyword argument 'temp'"):
         make_sampler("mutate", temp=1)

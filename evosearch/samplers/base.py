@@ -24,6 +24,12 @@ class Prompt:
     # completion models, which continue code far more reliably than they follow chat instructions.
     completion: str = ""
     header: str = ""
+    # Lengths (in characters) of the run-wide shared head of ``completion`` and of ``user``
+    # (instructions, problem, context, insights): a sampler with a prompt cache keeps that
+    # part's KV state between samples and evaluates only the rest. 0: nothing shared.
+    completion_shared: int = 0
+    user_shared: int = 0
+    arm: str = ""  # which arm of a BanditSampler draws this sample ("" for a single sampler)
 
 
 @dataclass

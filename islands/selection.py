@@ -1,0 +1,108 @@
+"""Parent selection rules, as pure functions of elite arrays and an ``rng``.
+
+Each returns positions into the arrays it is given; islands map them back to elites.
+All costs are O(elites) per call, and an island holds at most one elite per cell
+(or a capped number of clusters), so a call is O(1) in the number of insertions.
+
+- ``uniform``: MAP-Elites (Mouret & Clune 2015), uniform over occupied cells.
+- ``boltzmann``: FunSearch (Romera-Paredes et al. 2024): clusters of elites that share
+  a score (FunSearch's "signature"), a cluster drawn with probability
+  softmax(score_norm / T), T = T0 * (1 - (n mod N) / N) where n counts the programs
+  offered to the island; within the cluster, shorter programs are preferred with
+  softmax(-length_norm / 1). Scores are min-max normalised over the island's elites
+  into [0, 1] (problem scores can be negative and of any scale).
+- ``dgm``: Darwin Gödel Machine (Zhang et al. 2025): p ∝ sigmoid(λ (s_norm - 0.5)) /
+  (1 + children), s_norm min-max normalised as above, children = results already
+  produced from that parent on this island (failed ones included).
+- ``best``: the top-k by score ((1+1)-EPS hill climbing with k = 1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+STRATEGIES = ("uniform", "boltzmann", "dgm", "best")
+
+# FunSearch's defaults (Romera-Paredes et al. 2024, Methods, "Prompt building"):
+# T0 = 0.1, N = 30,000.
+TEMPERATURE0 = 0.1
+TEMPERATURE_PERIOD = 30_000
+# DGM's λ (sharpness of the sigmoid) and midpoint (Zhang et al. 2025, Appendix "parent selection").
+DGM_LAMBDA = 10.0
+DGM_MIDPOINT = 0.5
+
+
+def normalise(scores: np.ndarray) -> np.ndarray:
+    """Min-max into [0, 1]; all equal -> all 1 (every elite is the best)."""
+    lo, hi = float(scores.min()), float(scores.max())
+    if hi - lo <= 0:
+        return np.ones_like(scores)
+    return (scores - lo) / (hi - lo)
+
+
+def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    z = logits / max(temperature, 1e-12)
+    z = np.exp(z - z.max())
+    return z / z.sum()
+
+
+def _draw(rng: np.random.Generator, n: int, k: int, p: np.ndarray | None = None) -> list[int]:
+    """k positions of n: distinct while possible, then repeats (the same contract as uniform)."""
+    if n == 0 or k == 0:
+        return []
+    if p is not None:
+        # A distinct draw needs enough positions of non-zero probability.
+        m = min(k, n, int(np.count_nonzero(p)))
+    else:
+        m = min(k, n)
+    picks = rng.choice(n, size=m, replace=False, p=p).tolist()
+    if k > m:
+        picks += rng.choice(n, size=k - m, replace=True, p=p).tolist()
+    return picks
+
+
+def uniform(rng: np.random.Generator, n: int, k: int) -> list[int]:
+    return _draw(rng, n, k)
+
+
+def temperature(n_programs: int, t0: float = TEMPERATURE0, period: int = TEMPERATURE_PERIOD) -> float:
+    return t0 * (1 - (n_programs % period) / period)
+
+
+def boltzmann(rng: np.random.Generator, scores: list[float], sizes: list[float] | None, k: int,
+              temp: float) -> list[int]:
+    """k elites from k distinct score clusters (repeats only when there are fewer clusters)."""
+    n = len(scores)
+    if n == 0 or k == 0:
+        return []
+    s = np.asarray(scores, dtype=np.float64)
+    signatures, cluster_of = np.unique(s, return_inverse=True)  # sorted: deterministic cluster order
+    p = softmax(normalise(signatures), temp)
+    picks = []
+    for c in _draw(rng, len(signatures), k, p):
+        members = np.flatnonzero(cluster_of == c)
+        if len(members) == 1 or sizes is None:
+            picks.append(int(members[int(rng.integers(len(members)))]))
+            continue
+        lengths = np.asarray(sizes, dtype=np.float64)[members]
+        norm = (lengths - lengths.min()) / (lengths.max() + 1e-6)  # FunSearch's length normalisation
+        picks.append(int(members[int(rng.choice(len(members), p=softmax(-norm, 1.0)))]))
+    return picks
+
+
+def dgm(rng: np.random.Generator, scores: list[float], children: list[int], k: int,
+        lam: float = DGM_LAMBDA) -> list[int]:
+    n = len(scores)
+    if n == 0 or k == 0:
+        return []
+    s = normalise(np.asarray(scores, dtype=np.float64))
+    w = 1.0 / (1.0 + np.exp(-lam * (s - DGM_MIDPOINT))) / (1.0 + np.asarray(children, dtype=np.float64))
+    return _draw(rng, n, k, w / w.sum())
+
+
+def best(scores: list[float], k: int) -> list[int]:
+    """Top-k positions by score (earlier position first on ties), repeating the best past n."""
+    n = len(scores)
+    if n == 0 or k == 0:
+        return []
+    order = sorted(range(n), key=lambda i: -scores[i])
+    return order[:k] + [order[0]] * max(0, k - n)

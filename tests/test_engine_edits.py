@@ -1,0 +1,156 @@
+"""Edit formats, retries of rejected edits, fix mode, Evolution of Thought and the model bandit,
+through the real engine, store and sandboxed evaluator. The LLM is a scripted sampler here
+(answers chosen by the test) so that each path is taken for sure; real models are in
+tests/test_samplers_llm.py and benchmarks/sampler_throughput.py."""
+import asyncio
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from evaluators.evaluator import Evaluator
+from evaluators.pool import WorkerPool
+from evosearch.config import make_config
+from evosearch.engine import Engine
+from evosearch.problem import load_problem
+from evosearch.samplers.base import Sample, Sampler
+from evosearch.store import Store
+
+OPTIONS = {"train_items": 200, "test_items": 300}
+
+
+class Scripted(Sampler):
+    """Answers in order; records the prompts it was given."""
+    name = "scripted"
+
+    def __init__(self, answers):
+        self.answers, self.prompts = list(answers), []
+
+    async def sample(self, prompt):
+        self.prompts.append(prompt)
+        return Sample(text=self.answers.pop(0), model="scripted", tokens_in=10, tokens_out=5)
+
+
+def run(tmp_path, sampler, **knobs):
+    config = make_config({"problem": "bin_packing", "problem_options": OPTIONS, "workers": 1, "concurrency": 1,
+                          "islands": 1, "quiet": True, **knobs})
+    problem = load_problem("bin_packing", None, 0, OPTIONS)
+    store = Store(tmp_path / "evosearch.db")
+
+    async def go():
+        async with WorkerPool(problem.folder, None, 0, OPTIONS, workers=1, hide=[str(tmp_path)]) as pool:
+            engine = Engine(config, problem, store, sampler, Evaluator(pool, timeout_s=None, memory_mb=None))
+            await engine.run()
+            return engine
+    return asyncio.run(go()), store
+
+
+def diff(search, replace, change="square the gap"):
+    return f"# Change: {change}\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n"
+
+
+def test_diff_edit_outside_the_block_is_retried_with_the_reason_then_both_attempts_are_kept(tmp_path):
+    outside = diff("import numpy as np", "import numpy as np\nimport os")
+    good = diff("    return -(bins - item)", "    return -(bins - item) ** 2")
+    missing = diff("    return bins * 3", "    return bins")
+    sampler = Scripted([outside, good, missing, missing])
+    engine, store = run(tmp_path, sampler, samples=2, edit_formats={"diff": 1.0}, edit_retries=1)
+    first, second = store.get(1), store.get(2)
+    assert first["status"] == "ok" and first["edit_format"] == "diff" and "** 2" in first["code"]
+    assert first["rationale"] == "square the gap" and first["tokens_in"] == 20  # both attempts counted
+    (attempt,) = first["attempts"]
+    assert attempt["response"] == outside and "outside the EVOLVE-BLOCK regions" in attempt["reason"]
+    assert "Your previous answer was:" not in sampler.prompts[0].user
+    assert "It was rejected: SEARCH block 1 (lines 2-2) is outside the EVOLVE-BLOCK" in sampler.prompts[1].user
+    assert second["status"] == "edit_rejected" and "does not match the program" in second["reason"]
+    assert len(second["attempts"]) == 1 and second["response"] == missing
+
+
+def test_fix_mode_repairs_a_failed_program_of_the_island_and_children_see_the_change(tmp_path):
+    crash = "def priority(item, bins):\n    # Change: divide by the item\n    raise ValueError('boom')\n"
+    repair = "def priority(item, bins):\n    # Change: guard the division\n    return -(bins - item) * 1.5\n"
+    sampler = Scripted([crash, repair, repair])
+    engine, store = run(tmp_path, sampler, samples=3, edit_formats={"fix": 1.0})
+    rows = [store.get(i) for i in (1, 2, 3)]
+    assert rows[0]["edit_format"] == "full" and rows[0]["status"] == "crash"  # nothing to fix yet
+    assert rows[1]["edit_format"] == "fix" and rows[1]["parents"] == [1] and rows[1]["status"] == "ok"
+    fix_prompt = sampler.prompts[1]
+    assert fix_prompt.parents == [rows[0]["code"]] and "boom" in fix_prompt.user and "failed: crash" in fix_prompt.user
+    assert "boom" in fix_prompt.completion and fix_prompt.completion.endswith(fix_prompt.header)
+    shown = engine._shown(2)  # what a child's prompt says about program 2: its change and its outcome
+    assert shown.change == "guard the division" and shown.delta is None  # its parent failed: no score to beat
+    seed_child = engine._shown(1)
+    assert seed_child.change == "divide by the item" and seed_child.error and "boom" in seed_child.error
+
+
+def test_insights_are_made_every_interval_and_shown_in_later_prompts(tmp_path):
+    full = "def priority(item, bins):\n    # Change: scale\n    return -(bins - item) * {}\n"
+    insight = "Lessons:\n- Scaling the gap changes nothing.\n- Try a threshold on small gaps."
+    crash = "def priority(item, bins):\n    raise ValueError('boom')\n"
+    sampler = Scripted([crash, insight, full.format(3), full.format(4)])
+    engine, store = run(tmp_path, sampler, samples=3, insights_interval=2)
+    assert store.insights(10) == (2, "Scaling the gap changes nothing.\nTry a threshold on small gaps.")
+    request = sampler.prompts[1]
+    assert "- 1 of 1 recent samples failed with crash: " in request.user and "boom" in request.user
+    assert "Insights from earlier samples" not in sampler.prompts[2].user  # made at 2: seen from 2 + concurrency on
+    assert "- Try a threshold on small gaps." in sampler.prompts[3].user
+    assert "# Insight: Try a threshold on small gaps." in sampler.prompts[3].completion
+
+
+def test_several_samples_per_prompt_share_prompt_and_parents_with_their_own_seeds(tmp_path):
+    from evosearch.samplers.mutate import MutateSampler
+    engine, store = run(tmp_path, MutateSampler(), samples=7, samples_per_prompt=3, islands=2, inspirations=1,
+                        parents=1)
+    got = [store.get(i) for i in range(1, 8)]
+    groups = [got[0:3], got[3:6], got[6:7]]
+    for group in groups:
+        assert len({(r["prompt_id"], r["island"], tuple(r["parents"])) for r in group}) == 1
+    assert len({g[0]["prompt_id"] for g in groups}) == 3 and [g[0]["island"] for g in groups] == [0, 1, 0]
+    assert len({r["code"] for r in got[0:3]}) == 3  # one prompt, three different answers
+    # Inspirations (other elites of the island) appear once the island holds more than the parents.
+    users = [store.prompt(g[0]["prompt_id"])[1] for g in groups]
+    assert "for inspiration" not in users[0] and "for inspiration" in users[2]
+
+
+def rows(run_dir):
+    db = sqlite3.connect(run_dir / "evosearch.db")
+    try:
+        return db.execute("SELECT id, status, score, code, parents, sampler FROM programs ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "evosearch", "run", *args], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+ARMS = "{strong: {sampler: mutate}, weak: {sampler: mutate, max_operators: 1, cost: 3}}"
+BANDIT = ["bin_packing", "--models", ARMS, "--seed", "1", "--workers", "2", "--quiet", "--insights-interval", "5",
+          "--problem-options", "{train_items: 200, test_items: 300}"]
+
+
+def test_bandit_over_two_mutate_arms_is_repeatable_and_resumes_to_the_same_run(tmp_path):
+    # Insights on too: with mutate arms they are the LLM-free digest, so the run stays repeatable.
+    cli(*BANDIT, "--samples", "30", "--out", str(tmp_path / "a"))
+    cli(*BANDIT, "--samples", "12", "--out", str(tmp_path / "b"))
+    cli("--resume", str(tmp_path / "b"), "--samples", "30", "--quiet")  # the bandit's state comes from the store
+    a = rows(tmp_path / "a")
+    assert len(a) == 31 and rows(tmp_path / "b") == a
+    arms = [r[5] for r in a[1:]]
+    assert set(arms) == {"strong", "weak"}
+    assert arms.count("strong") > arms.count("weak")  # the dear arm must earn its cost
+    db = sqlite3.connect(tmp_path / "a" / "evosearch.db")
+    made = db.execute("SELECT at_sample, model FROM insights ORDER BY at_sample").fetchall()
+    db.close()
+    assert made and all(model == "digest" for _, model in made)
+
+
+def test_bad_models_and_formats_are_one_line_errors():
+    from evosearch.config import ConfigError
+    with pytest.raises(ConfigError, match="^config 'models': 'x' needs a mapping with sampler"):
+        make_config({"problem": "p", "models": {"x": {"sampler": "gpt"}}})
+    with pytest.raises(ConfigError, match="^config 'edit_formats': unknown format 'patch'"):
+        make_config({"problem": "p", "edit_formats": {"patch": 1}})
