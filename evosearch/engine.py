@@ -191,15 +191,21 @@ class Engine:
             asked = prompt
             for n, a in enumerate(attempts, 1):
                 asked = retry_prompt(asked, a["response"], a["reason"], seed=retry_seed(self.config.seed, i, n))
-            tokens_in, tokens_out = (row["tokens_in"] or 0, row["tokens_out"] or 0) if attempts else (0, 0)
+            # Usage adds up over the attempts of a retried edit.
+            usage = {k: (row[k] or 0) if attempts else 0 for k in ("tokens_in", "tokens_out", "retries")}
+            cost = row["cost"] if attempts else None
             while True:
                 try:
                     sample = await self.sampler.sample(asked)
                 except SamplerError as e:
                     return self._fail(i, "sampler_error", str(e))
-                tokens_in, tokens_out = tokens_in + sample.tokens_in, tokens_out + sample.tokens_out
-                self.store.update(i, response=sample.text, model=sample.model, tokens_in=tokens_in,
-                                  tokens_out=tokens_out, sample_s=sample.seconds, rationale=rationale(sample.text))
+                usage["tokens_in"] += sample.tokens_in
+                usage["tokens_out"] += sample.tokens_out
+                usage["retries"] += int(sample.extra.get("retries") or 0)
+                if sample.extra.get("cost") is not None:  # None: no price known for this model
+                    cost = (cost or 0.0) + sample.extra["cost"]
+                self.store.update(i, response=sample.text, model=sample.model, sample_s=sample.seconds, cost=cost,
+                                  rationale=rationale(sample.text), **usage)
                 try:
                     code = self._edit(edit_format, sample.text, prompt)
                     break

@@ -372,6 +372,8 @@ def test_a_run_against_a_misbehaving_server_records_every_failure(fake, tmp_path
     assert ": bad answer: " in failed[1]
     answered = [r for r in rows if r["tokens_in"]]
     assert len(answered) == 4 and all((r["tokens_in"], r["tokens_out"]) == (30, 12) for r in answered)
+    assert all(r["cost"] == pytest.approx((30 * 1 + 12 * 2) / 1e6) for r in answered)
+    assert sorted(r["retries"] for r in answered) == [0, 0, 0, 1]  # the 429 answered on its retry
     assert (usage["requests"], usage["retries"], usage["failures"]) == (6, 2, 2)
     assert (usage["tokens_in"], usage["tokens_out"]) == (4 * 30, 4 * 12)
     assert usage["cost"] == pytest.approx((4 * 30 * 1 + 4 * 12 * 2) / 1e6)
@@ -434,4 +436,5 @@ def test_bin_packing_run_through_llama_cpp_server_stores_tokens_and_cost(server,
     tokens_in, tokens_out = sum(r["tokens_in"] for r in rows), sum(r["tokens_out"] for r in rows)
     assert (usage["tokens_in"], usage["tokens_out"], usage["requests"]) == (tokens_in, tokens_out, 6)
     assert usage["cost"] == pytest.approx((tokens_in * 0.1 + tokens_out * 0.4) / 1e6) and usage["cost"] > 0
+    assert sum(r["cost"] for r in rows) == pytest.approx(usage["cost"])  # the store's rows add up to the account
     assert f"LLM: {tokens_in} prompt + {tokens_out} answer tokens" in proc.stdout
