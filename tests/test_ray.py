@@ -201,8 +201,17 @@ def test_job_submission_client(ray_cluster, local_run, tmp_path):
     out = tmp_path / "out"
     config_file(work / "run.yaml", backend="ray", address="auto", sampler_resource="sampler_node", out=str(out))
     client = JobSubmissionClient(ray_cluster.dashboard_url)
-    job = client.submit_job(entrypoint="python -m evosearch run --config run.yaml",
-                            runtime_env={"working_dir": str(work)})
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            job = client.submit_job(entrypoint="python -m evosearch run --config run.yaml",
+                                    runtime_env={"working_dir": str(work)})
+            break
+        except RuntimeError as e:
+            # The dashboard answers before its per-node job agent has registered (seen on a loaded machine).
+            if "No available agent" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     deadline = time.monotonic() + 300
     while not (status := client.get_job_status(job)).is_terminal() and time.monotonic() < deadline:
         time.sleep(0.5)
