@@ -55,12 +55,9 @@ def axes(problem: Problem, config: RunConfig | None = None) -> tuple[Descriptor,
 
 
 def island_kwargs(config: RunConfig) -> dict:
-    """Island construction options that differ from the defaults (a factory that takes
-    none, e.g. an older actor wrapper, keeps working with a default config)."""
-    options = {"archive": config.archive, "cvt_cells": config.cvt_cells,
-               "temperature0": config.cluster_temperature, "temperature_period": config.cluster_temperature_period}
-    defaults = {"archive": "grid", "cvt_cells": 64, "temperature0": 0.1, "temperature_period": 30000}
-    return {k: v for k, v in options.items() if v != defaults[k]}
+    """What every island is built with (islands.archipelago.new_island's options)."""
+    return {"archive": config.archive, "cvt_cells": config.cvt_cells,
+            "temperature0": config.cluster_temperature, "temperature_period": config.cluster_temperature_period}
 
 
 def sample_seed(run_seed: int, index: int) -> int:
@@ -92,6 +89,8 @@ class Engine:
     committed: int = field(init=False, default=0)  # ids below this are committed to the islands
     best: Best = field(init=False, default_factory=Best)
     _failures_in_a_row: int = field(init=False, default=0)
+    _rewards: dict = field(init=False, default_factory=dict)  # the bandit's history, read from the store
+    _rewards_upto: int = field(init=False, default=0)
     stop_reason: str | None = field(init=False, default=None)  # why the run ended before --samples (the budget)
 
     def __post_init__(self):
@@ -308,14 +307,14 @@ class Engine:
 
     def _bandit_history(self, up_to: int) -> list[tuple[str, float]]:
         """(arm, reward) of every finished sample with id <= up_to, read from the store (rebuilt on resume)."""
-        cache = self.__dict__.setdefault("_rewards", {})  # id -> (arm, reward); rows never change once finished
-        done = self.__dict__.get("_rewards_upto", 0)
-        if up_to > done:
-            for row in self.store.programs("id > ? AND id <= ? AND status != 'pending'", (done, up_to)):
+        # Rows never change once finished, so the rewards read so far are kept (id -> (arm, reward)).
+        if up_to > self._rewards_upto:
+            for row in self.store.programs("id > ? AND id <= ? AND status != 'pending'", (self._rewards_upto, up_to)):
                 parents = [self._score(p) for p in row["parents"]]
-                cache[row["id"]] = (row["sampler"], reward(row["score"] if row["status"] == "ok" else None, parents))
+                self._rewards[row["id"]] = (row["sampler"],
+                                            reward(row["score"] if row["status"] == "ok" else None, parents))
             self._rewards_upto = up_to
-        return [cache[k] for k in sorted(cache) if k <= up_to]
+        return [self._rewards[k] for k in sorted(self._rewards) if k <= up_to]
 
     def _score(self, program_id: int) -> float | None:
         row = self.store.get(program_id)

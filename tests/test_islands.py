@@ -503,7 +503,7 @@ def test_runtime_descriptor_is_opt_in_and_island_options_reach_the_islands():
     assert axes(problem, default) == (*BinPacking.descriptors, SIZE)  # deterministic by default
     timed = make_config({"problem": "bin_packing", "runtime_descriptor": True})
     assert axes(problem, timed) == (*BinPacking.descriptors, SIZE, RUNTIME)
-    assert island_kwargs(default) == {}  # a factory taking no options keeps working
+    assert Archipelago(1, axes(problem, default), island_kwargs=island_kwargs(default)).islands[0].kind == "grid"
     cvt = make_config({"problem": "bin_packing", "archive": "cvt", "cvt_cells": 8, "selection": "dgm",
                        "migration_topology": "random"})
     arch = Archipelago(2, axes(problem, cvt), topology=cvt.migration_topology, selection=cvt.selection,
