@@ -56,15 +56,11 @@ class EvaluatorActor:
         # slots instead of a sandbox run, so what is measured is the control plane, not these cores.
         self.sleep_s = sleep_s
         self._slots = asyncio.Semaphore(self.pool.workers) if sleep_s is not None else None
-        self._starting = asyncio.Lock()
 
     async def start(self) -> dict:
         if self.sleep_s is not None:
             return {}
-        # One start only: a restarted actor gets several jobs at once, and WorkerPool.start() run
-        # twice concurrently would put two jobs on one worker (their replies crossed).
-        async with self._starting:
-            await self.pool.start()
+        await self.pool.start()  # concurrent first jobs of a restarted actor share one start
         return self.pool.info
 
     async def run(self, code: str, split: str, timeout_s: float | None = None, memory_mb: int | None = None) -> dict:

@@ -107,13 +107,19 @@ class RaySampler(Sampler):
             self.edit_formats = facts[0]["edit_formats"]  # read by the engine when it picks an edit format
 
     def usage(self) -> dict:
-        """The sampler's usage (tokens, cost, retries): one actor's, or per actor when there are several.
-        A run budget (--max-cost, --max-tokens) is kept by each sampler actor for itself."""
+        """The sampler's usage (tokens, cost, retries, failures), summed over the actors."""
         try:
             usages = ray.get([a.usage.remote() for a in self.actors], timeout=30)
         except Exception:  # an actor lost at the end: usage is a report, not a result
             return {}
-        return (usages[0] or {}) if len(usages) == 1 else {"actors": usages}
+        usages = [u for u in usages if u]
+        if len(usages) <= 1:
+            return usages[0] if usages else {}
+        # Several actors: one account, the counts summed (the cost unknown if any actor's is).
+        total = {k: sum(u.get(k) or 0 for u in usages) for k in ("tokens_in", "tokens_out", "requests", "retries",
+                                                                  "failures")}
+        costs = [u.get("cost") for u in usages]
+        return {**total, "cost": None if None in costs else sum(costs), "actors": usages}
 
     async def facts(self) -> list[dict]:
         return [await a.facts.remote() for a in self.actors]
