@@ -37,7 +37,7 @@ from islands.island import Elite
 # Pure readers: not journaled. Anything else (add, clear, record_child, selection with its
 # own counters, methods added later) is journaled, so restore stays exact as islands grow.
 READ_ONLY = frozenset({"best", "elites", "cell_of", "clip", "stats", "children", "occupied_cell", "top",
-                       "select_parents", "sample_elites", "__len__"})
+                       "select_parents", "sample_elites", "elite_cells", "__len__"})
 RESTART_WAIT_S = 120.0
 
 

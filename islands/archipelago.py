@@ -131,15 +131,10 @@ class Archipelago:
         if not first:
             return []
         first = first[0]
-        own_cell = self._island(island).occupied_cell(first.program_id)
-        candidates = []
-        for j, isl in enumerate(self.islands):
-            for e in isl.elites():
-                if e.program_id == first.program_id:
-                    continue
-                if j == island and isl.occupied_cell(e.program_id) == own_cell:
-                    continue
-                candidates.append(e)
+        pools = [isl.elite_cells() for isl in self.islands]  # one call per island
+        own_cell = next((c for e, c in pools[island] if e.program_id == first.program_id), None)
+        candidates = [e for j, pool in enumerate(pools) for e, c in pool
+                      if e.program_id != first.program_id and not (j == island and c == own_cell)]
         if not candidates:
             return [first]
         draws = rng.choice(len(candidates), size=min(MATE_TOURNAMENT, len(candidates)), replace=False)

@@ -107,7 +107,8 @@ class ClusterIsland:
         return sorted((pool[p] for p in picks), key=lambda e: e.score)
 
     def sample_elites(self, rng: np.random.Generator, m: int, exclude_cells: Sequence[int] = ()) -> list[Elite]:
-        pool = [e for e in self.elites() if self.cell_of_elite(e) not in set(exclude_cells)]
+        skip = set(exclude_cells)
+        pool = [e for e, cell in self.elite_cells() if cell not in skip]
         if m <= 0 or not pool:
             return []
         return [pool[int(i)] for i in rng.choice(len(pool), size=min(m, len(pool)), replace=False)]
@@ -118,6 +119,11 @@ class ClusterIsland:
     def cell_of_elite(self, e: Elite) -> int:
         """A cluster's "cell": its rank among the signatures held."""
         return sorted(self._clusters).index(e.score) if e.score in self._clusters else -1
+
+    def elite_cells(self) -> list[tuple[Elite, int]]:
+        """Every program with its cluster's "cell", in ``elites()`` order."""
+        rank = {signature: r for r, signature in enumerate(sorted(self._clusters))}
+        return [(e, rank[e.score]) for e in self.elites()]
 
     def cell_of(self, descriptors: Sequence[float]) -> int:
         return 0  # no grid: behaviour does not place a program

@@ -278,6 +278,10 @@ class Island:
         """All elites, ordered by cell index."""
         return [self._elite_at(p) for p in sorted(range(len(self._ids)), key=self._cell.__getitem__)]
 
+    def elite_cells(self) -> list[tuple[Elite, int]]:
+        """Every elite with the cell it holds, in ``elites()`` order (one call where a proxy is remote)."""
+        return [(self._elite_at(p), self._cell[p]) for p in sorted(range(len(self._ids)), key=self._cell.__getitem__)]
+
     def cell_of(self, descriptors: Sequence) -> int:
         """The cell index (pyribs' ``index_of``) a program with these descriptors lands in."""
         return self._index(self.clip(descriptors))
