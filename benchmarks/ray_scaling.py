@@ -99,6 +99,11 @@ async def engine(n: int, sleep_s: float, samples: int, warmup: int = 20) -> dict
             # Evaluations (pool runs: duplicates are answered from the cache) of the measured candidates.
             runs = store.count(f"id > {warmup} AND cache_hit IS NULL")
         store.close()
+    return rates(n, sleep_s, clock, warmup, runs)
+
+
+def rates(n: int, sleep_s: float, clock, warmup: int, runs: int) -> dict:
+    """Candidates and evaluations per second after the warm-up, from the commit clock."""
     counted = len(clock.times) - 1 - warmup
     wall = clock.times[-1] - clock.times[warmup]
     return {"actors": n, "sleep_ms": 1000 * sleep_s, "candidates": counted, "evaluations": runs, "wall_s": wall,
@@ -138,11 +143,7 @@ async def local_engine(n: int, sleep_s: float, samples: int, warmup: int = 20) -
         await eng.run()
         runs = store.count(f"id > {warmup} AND cache_hit IS NULL")
         store.close()
-    counted = len(clock.times) - 1 - warmup
-    wall = clock.times[-1] - clock.times[warmup]
-    return {"actors": n, "sleep_ms": 1000 * sleep_s, "candidates": counted, "evaluations": runs, "wall_s": wall,
-            "candidates_per_s": counted / wall, "evaluations_per_s": runs / wall,
-            "ms_per_candidate": 1000 * wall / counted}
+    return rates(n, sleep_s, clock, warmup, runs)
 
 
 async def main(args) -> dict:

@@ -16,7 +16,7 @@ from evosearch.samplers.base import Prompt, SamplerError
 from evosearch.samplers.budget import (FREE, PRICES, Budget, BudgetExhausted, Price, find_price, parse_prices,
                                        worst_prompt_tokens)
 from evosearch.samplers.openai_api import OpenAISampler
-from test_samplers_llm import gemma_path, server  # noqa: F401  (the real llama.cpp server fixture and its model)
+from test_samplers_llm import server  # noqa: F401  (the real llama.cpp server fixture)
 
 USAGE = {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}
 CODE = "```python\ndef priority_v2(item, bins):\n    return -(bins - item) + 0.5 * (bins == bins.max())\n```"

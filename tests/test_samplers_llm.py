@@ -1,10 +1,7 @@
 """LLM samplers against real models: embedded llama.cpp, and llama.cpp's OpenAI-compatible server."""
 import asyncio
 import socket
-import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
@@ -12,6 +9,7 @@ from evosearch.extract import extract_functions
 from evosearch.program import EditError
 from evosearch.samplers import SAMPLERS, make_sampler
 from evosearch.samplers.base import Prompt, SamplerError
+from evosearch.samplers.llama_server import llama_server
 from evosearch.samplers.local import LocalSampler, answer_complete, messages
 from evosearch.samplers.mutate import MutateSampler
 from evosearch.samplers.openai_api import OpenAISampler, is_local
@@ -47,36 +45,10 @@ def free_port():
 
 
 @pytest.fixture(scope="module")
-def server(gemma_path, tmp_path_factory):
-    """A real llama.cpp OpenAI-compatible server on a free local port."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("llama_server") / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", gemma_path, "--host", "127.0.0.1", "--port", str(port),
-         "--n_ctx", "2048", "--n_threads", "1", "--chat_format", "gemma"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            assert proc.poll() is None, f"llama.cpp server exited with {proc.returncode}; see {log.name}"
-            try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"llama.cpp server not ready after 180 s; see {log.name}"
-            time.sleep(0.5)
+def server():
+    """A real llama.cpp OpenAI-compatible server on a free local port (one thread: the CPU is shared)."""
+    with llama_server(threads=1, n_ctx=2048) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 # --- embedded llama.cpp -------------------------------------------------------
