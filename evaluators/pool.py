@@ -3,7 +3,10 @@
 Each worker is a separate Python process (``python -m evaluators.worker``,
 started with ``subprocess.Popen`` and a clean environment, never forked from the
 driver) that has already imported numpy and loaded the problem; where bubblewrap
-works, the worker runs inside it (see :mod:`evaluators.bubblewrap`). Concurrency
+works, the worker runs inside it (see :mod:`evaluators.bubblewrap`), and where the kernel
+offers Landlock and seccomp every candidate child is confined by them too (see
+:mod:`evaluators.confine`), bubblewrap or not. With neither, the pool refuses to start
+unless ``unsafe_no_sandbox`` says the user accepts that candidates run with their powers. Concurrency
 is the number of workers: a job waits for an idle worker, and the blocking pipe
 I/O runs in a dedicated thread pool. A worker that dies is replaced; one that
 served ``recycle_every`` jobs is restarted, so leaks in problem code stay bounded.
@@ -14,6 +17,7 @@ import asyncio
 import atexit
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -29,7 +33,7 @@ from typing import Any
 
 import psutil
 
-from evaluators import bubblewrap, sandbox
+from evaluators import bubblewrap, landlock, sandbox
 
 REPLY_LIMIT = 4 << 20  # worker replies are small (score, metrics); a bigger one means a broken worker
 START_TIMEOUT_S = 120.0
@@ -38,6 +42,10 @@ SCRATCH_MB = 128  # bubblewrap: size of the private /tmp that holds every job's 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # The only variables a worker inherits: no API keys or tokens reach it, nor its candidates.
 _PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "LD_LIBRARY_PATH")
+SCRATCH_PREFIX = "evosearch-worker-"  # + the owning process's pid + "-": stale ones are found by that pid
+NO_SANDBOX = ("no sandbox on this machine (no usable bubblewrap, no Landlock): candidates would run with your "
+              "user's full powers over files, network and processes; install bubblewrap, or pass "
+              "--unsafe-no-sandbox to run them anyway")
 
 
 class PoolError(RuntimeError):
@@ -77,29 +85,54 @@ def _needed_paths(problem_folder: str | None, data_dir: str | None) -> list[str]
     return [str(p) for p in paths]
 
 
+def clean_stale_scratch(folder: str | None = None) -> list[str]:
+    """Remove scratch folders of killed runs: ``evosearch-worker-<pid>-*`` of this user whose
+    process <pid> is gone (a live owner's folders, and anything else, are left alone)."""
+    folder = folder or tempfile.gettempdir()
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = re.fullmatch(re.escape(SCRATCH_PREFIX) + r"(\d+)-\w+", entry.name)
+        try:
+            if not match or not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != os.geteuid():
+                continue
+        except OSError:
+            continue
+        if not psutil.pid_exists(int(match.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
+
+
 class _WorkerProcess:
     """One ``evaluators.worker`` process (inside bwrap when the pool uses it) and its
     line protocol (blocking calls)."""
 
     def __init__(self, config: dict, start_timeout_s: float, bwrap_paths: list[str] | None,
-                 hidden: list[str] = ()):
+                 hidden: list[str] = (), bwrap: str | None = None, user: int | None = None):
         env = _worker_env()
         argv = [sys.executable, "-P", "-m", "evaluators.worker"]  # -P: no cwd on sys.path
         if bwrap_paths is not None:
             self.scratch_root = None
             env["HOME"] = bubblewrap.SCRATCH
             config = {**config, "scratch_root": bubblewrap.SCRATCH}
-            argv = bubblewrap.command(argv, env, bwrap_paths, config["scratch_mb"], hidden)
+            argv = bubblewrap.command(argv, env, bwrap_paths, config["scratch_mb"], hidden, bwrap)
         else:
-            self.scratch_root = tempfile.mkdtemp(prefix="evosearch-worker-")
+            self.scratch_root = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+            if user is not None:
+                os.chown(self.scratch_root, user, user)
             env["HOME"] = self.scratch_root
             config = {**config, "scratch_root": self.scratch_root}
         # A session of its own: a Ctrl-C at the driver's terminal is the driver's to handle (it closes
         # the pool), not a signal that kills workers mid-job; the driver's death still stops them (PDEATHSIG).
+        as_user = {} if user is None else {"user": user, "group": user, "extra_groups": []}
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0,
-                                     cwd=self.scratch_root or "/", start_new_session=True)
+                                     cwd=self.scratch_root or "/", start_new_session=True, **as_user)
         self.uid = None
-        if config.get("drop_privileges") and os.geteuid() == 0:
+        if config.get("drop_privileges") and os.geteuid() == 0 and user is None:
             # Unique among live workers (the pid is): candidates of two workers never share a uid,
             # so they cannot signal each other, and "kill every process of this uid" is exact.
             self.uid = config["uid"] = sandbox.CANDIDATE_UID_BASE + self.proc.pid
@@ -246,14 +279,20 @@ class WorkerPool:
     it sits inside the problem folder). ``drop_privileges`` (root only) runs
     every candidate under a uid of its own; ``isolate_network`` gives each
     worker an empty network namespace even without bubblewrap (root only).
+    ``bubblewrap`` may also be the path of a bwrap binary to use. ``kernel``: Landlock
+    and seccomp in every candidate child, None where the kernel offers them, True required,
+    False never. ``unsafe_no_sandbox``: start even where neither bubblewrap nor Landlock
+    confines candidates (otherwise PoolError, one line). ``user`` (root only): run the
+    workers under this uid (and gid), as an unprivileged user's install would.
     ``pool.info["isolation"]`` says which layers are active and why any is missing.
     """
 
     def __init__(self, problem_folder: str | Path, data_dir: str | Path | None = None, seed: int = 0,
                  options: dict[str, Any] | None = None, workers: int = 2, recycle_every: int = 200,
                  mantissa_bits: int | None = None, isolate_network: bool = True, drop_privileges: bool = True,
-                 bubblewrap: bool | None = None, scratch_mb: int = SCRATCH_MB, hide: list[str | Path] = (),
-                 start_timeout_s: float = START_TIMEOUT_S):
+                 bubblewrap: bool | str | None = None, scratch_mb: int = SCRATCH_MB, hide: list[str | Path] = (),
+                 start_timeout_s: float = START_TIMEOUT_S, kernel: bool | None = None,
+                 unsafe_no_sandbox: bool = False, user: int | None = None):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         if recycle_every < 1:
@@ -264,8 +303,11 @@ class WorkerPool:
                        "data_dir": str(Path(data_dir).resolve()) if data_dir else None,  # as bound in the sandbox
                        "seed": seed, "options": options or {},
                        "mantissa_bits": mantissa_bits, "isolate_network": isolate_network,
-                       "drop_privileges": drop_privileges, "scratch_mb": scratch_mb}
+                       "drop_privileges": drop_privileges, "scratch_mb": scratch_mb, "kernel": kernel}
         self.bubblewrap = bubblewrap
+        self._bwrap = bubblewrap if isinstance(bubblewrap, str) else None
+        self.unsafe_no_sandbox = unsafe_no_sandbox
+        self.user = user
         self.hide = [str(p) for p in hide]
         self.workers = workers
         self.recycle_every = recycle_every
@@ -288,24 +330,42 @@ class WorkerPool:
     # ------------------------------------------------------------------ lifecycle
 
     def _choose_sandbox(self) -> None:
-        why = "disabled" if self.bubblewrap is False else bubblewrap.unusable_reason()
+        clean_stale_scratch()
+        why = "disabled" if self.bubblewrap is False else bubblewrap.unusable_reason(self._bwrap)
+        try:
+            needed = _needed_paths(self.config["problem_folder"], self.config["data_dir"])
+        except Exception:  # an unknown problem: the worker names it in one line
+            needed = _needed_paths(None, None)
+        readonly = bubblewrap.readonly_paths(needed, private=[os.getcwd(), _PACKAGE_ROOT])
+        # What candidate children may read under Landlock: what bwrap would show them (the same paths).
+        self.config["allow_read"] = landlock.excluding(
+            [*bubblewrap.SYSTEM_DIRS, *bubblewrap.ETC_FILES, *readonly], self.hide)
         if why is None:
-            self.config.update(sandbox="bubblewrap", bubblewrap=bubblewrap.version())
-            try:
-                needed = _needed_paths(self.config["problem_folder"], self.config["data_dir"])
-            except Exception:  # an unknown problem: the worker names it in one line
-                needed = _needed_paths(None, None)
-            self._bwrap_paths = bubblewrap.readonly_paths(needed, private=[os.getcwd(), _PACKAGE_ROOT])
+            self.config.update(sandbox="bubblewrap", bubblewrap=bubblewrap.version(self._bwrap))
+            self._bwrap_paths = readonly
         elif self.bubblewrap:
             raise PoolError(f"bubblewrap required but unusable: {why}")
         else:
             self.config.update(sandbox="plain", bubblewrap=why)
+
+    def _check_confined(self, info: dict) -> None:
+        """Refuse to run candidates nothing confines, unless the user accepted the risk."""
+        layers = info.get("isolation", {})
+        if self.unsafe_no_sandbox or any(layers.get(name, "").startswith("active")
+                                         for name in ("bubblewrap", "landlock")):
+            return
+        raise PoolError(NO_SANDBOX)
 
     def start_blocking(self) -> "WorkerPool":
         """Start one worker in this thread (no event loop), for reports such as `evosearch doctor`."""
         self._choose_sandbox()
         self._slots[0] = self._spawn_process()
         self.info = self._slots[0].info
+        try:
+            self._check_confined(self.info)
+        except PoolError:
+            self.close_blocking()
+            raise
         return self
 
     async def start(self) -> "WorkerPool":
@@ -329,6 +389,11 @@ class WorkerPool:
         results = await asyncio.gather(*(loop.run_in_executor(self._executor, self._spawn, i)
                                          for i in range(self.workers)), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
+        if not errors:
+            try:
+                self._check_confined(self._slots[0].info)
+            except PoolError as e:
+                errors = [e]
         if errors:
             await self.close()
             raise errors[0]
@@ -338,7 +403,8 @@ class WorkerPool:
         self._started = True
 
     def _spawn_process(self) -> _WorkerProcess:
-        return _WorkerProcess(dict(self.config), self.start_timeout_s, self._bwrap_paths, self.hide)
+        return _WorkerProcess(dict(self.config), self.start_timeout_s, self._bwrap_paths, self.hide, self._bwrap,
+                              self.user)
 
     def _spawn_spare(self, slot: int) -> None:
         try:

@@ -72,6 +72,7 @@ class Limits:
     memory_mb: int
     uid: int | None = None  # run the candidate as this uid (and gid); None: keep the worker's
     output_bytes: int = OUTPUT_BYTES
+    confine: Any = None  # prepared kernel layers (evaluators.confine.KernelLayers): applied last
 
     @property
     def cpu_s(self) -> int:
@@ -110,7 +111,10 @@ def _lock_down(limits: Limits, scratch: str, output_fd: int, result_fd: int) -> 
     os.dup2(output_fd, 1)
     os.dup2(output_fd, 2)
     os.dup2(result_fd, RESULT_FD)
-    os.closerange(RESULT_FD + 1, 1 << 20)  # close_range(2): every other inherited descriptor
+    kept = RESULT_FD + 1
+    if limits.confine is not None:  # the prepared Landlock ruleset's descriptor, closed once applied
+        kept = limits.confine.hold(kept)
+    os.closerange(kept, 1 << 20)  # close_range(2): every other inherited descriptor
     os.chdir(scratch)
     os.umask(0o077)
     os.environ.clear()
@@ -129,6 +133,8 @@ def _lock_down(limits: Limits, scratch: str, output_fd: int, result_fd: int) -> 
         caps.append((resource.RLIMIT_NPROC, (PROCESS_LIMIT, PROCESS_LIMIT)))
     for res, value in caps:
         resource.setrlimit(res, value)
+    if limits.confine is not None:
+        limits.confine.apply()  # Landlock and seccomp: from here on, only scratch and read-only paths
 
 
 def _exception(e: BaseException) -> str:
@@ -415,13 +421,16 @@ def drop_to(uid: int) -> None:
 
 # ----------------------------------------------------------------------------- reporting
 
+ALWAYS_ON = ("rlimits", "deadline", "environment", "results")  # every mode has these: not worth a word per run
+
+
 def isolation_layers(**pool_options) -> dict[str, str]:
     """Which isolation layers a candidate gets on this machine: each "active: how" or
     "missing: why". Observed by starting one real worker the way a pool does (about a
     second), so the report cannot drift from what runs. ``pool_options`` as for WorkerPool."""
     from evaluators.pool import WorkerPool
 
-    pool = WorkerPool(None, workers=1, **pool_options)
+    pool = WorkerPool(None, workers=1, **{"unsafe_no_sandbox": True, **pool_options})  # runs no candidate
     try:
         pool.start_blocking()
         return dict(pool.info["isolation"])
@@ -430,8 +439,9 @@ def isolation_layers(**pool_options) -> dict[str, str]:
 
 
 def describe_layers(layers: dict[str, str]) -> str:
-    """One line for the start of a run: the active layers, then each missing one with why."""
-    active = [name for name, state in layers.items() if state.startswith("active")]
-    missing = [f"{name} ({state.split(':', 1)[1].strip()})" for name, state in layers.items()
-               if not state.startswith("active")]
-    return f"active: {', '.join(active)}" + (f"; MISSING: {'; '.join(missing)}" if missing else "")
+    """One short line for the start of a run: the active layers, then the missing ones by name."""
+    active = [name for name, state in layers.items() if state.startswith("active") and name not in ALWAYS_ON]
+    missing = [name for name, state in layers.items() if not state.startswith("active")]
+    unsafe = not any(layers.get(name, "").startswith("active") for name in ("bubblewrap", "landlock"))
+    return ("UNSAFE, candidates are not confined; " if unsafe else "") + \
+        f"active: {', '.join(active) or 'rlimits only'}" + (f"; missing: {', '.join(missing)}" if missing else "")

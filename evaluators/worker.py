@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 from evaluators import sandbox
+from evaluators.confine import KernelLayers
 from evaluators.cascade import noise_repeats_of, stages_of
 from evaluators.hashing import DEFAULT_MANTISSA_BITS, functional_hash
 
@@ -103,11 +104,15 @@ class Worker:
         # Per-job scratch dirs live under one folder (bubblewrap: the private /tmp).
         self.scratch_root = config.get("scratch_root") or tempfile.mkdtemp(prefix="evosearch-worker-")
         os.chmod(self.scratch_root, 0o711)  # a candidate may reach its own dir, not list the others
+        self.kernel = None  # Landlock + seccomp, prepared once; each candidate child applies them
+        if config.get("kernel") is not False:
+            self.kernel = KernelLayers(config.get("allow_read") or [], [self.scratch_root],
+                                       require=config.get("kernel") is True)
         gc.freeze()  # forked children do not drag the worker's objects through their collections
 
     def limits(self, timeout_s: float | None = None, memory_mb: int | None = None) -> sandbox.Limits:
         return sandbox.Limits(timeout_s=float(timeout_s or self.problem.timeout_s),
-                              memory_mb=int(memory_mb or self.problem.memory_mb), uid=self.uid)
+                              memory_mb=int(memory_mb or self.problem.memory_mb), uid=self.uid, confine=self.kernel)
 
     def instances(self, split: str) -> dict[str, Any]:
         if split not in self._instances:
@@ -132,19 +137,35 @@ class Worker:
         else:
             confined = False
             layers["bubblewrap"] = f"missing: {self.config.get('bubblewrap') or 'not requested'}"
+        kernel = self.kernel.report() if self.kernel else {"landlock": "missing: disabled",
+                                                           "seccomp": "missing: disabled"}
+        layers.update(kernel)
+        ruleset = self.kernel.ruleset if self.kernel else None
         if confined:
             layers["filesystem"] = (f"active: read-only view of the system, Python and the problem only; scratch "
                                     f"is a private {self.config.get('scratch_mb')} MiB tmpfs, the only writable place")
-            layers["pid namespace"] = ("active: own PID namespace; candidates see no host process, and all die "
-                                       "with the worker" if os.getpid() == 1 else "missing: the worker is not PID 1")
+        elif ruleset is not None:
+            layers["filesystem"] = ("active: Landlock: reads only the system, Python and the problem, writes only "
+                                    "its scratch folder (host /tmp and home unreachable)")
         else:
-            layers["filesystem"] = ("missing: no bubblewrap; the whole filesystem is visible and anything the "
-                                    "candidate's uid may write (e.g. /tmp) is writable; scratch is a fresh directory")
-            layers["pid namespace"] = "missing: no bubblewrap; host processes are visible in /proc"
+            layers["filesystem"] = ("missing: no bubblewrap, no Landlock; the whole filesystem is visible and "
+                                    "anything the candidate's uid may write (e.g. /tmp) is writable")
+        if confined and os.getpid() == 1:
+            layers["processes"] = "active: own PID namespace; candidates see no host process, and all die with the worker"
+        elif ruleset is not None and ruleset.abi >= 6:
+            layers["processes"] = "active: Landlock: no /proc (no host process's environment or command line), " \
+                                  "signals only within the candidate's own processes"
+        else:
+            layers["processes"] = "missing: host processes are visible in /proc" + (
+                " (Landlock hides /proc but cannot scope signals before ABI 6)" if ruleset is not None else "")
+        how = []
         if _network_isolated():
-            layers["network"] = "active: own network namespace, loopback only"
-        else:
-            layers["network"] = f"missing: {self.network_note or 'disabled'}"
+            how.append("own network namespace, loopback only")
+        if self.kernel and self.kernel.filter is not None:
+            how.append("seccomp refuses socket()")
+        if ruleset is not None and ruleset.abi >= 4:
+            how.append("Landlock refuses TCP bind/connect")
+        layers["network"] = f"active: {'; '.join(how)}" if how else f"missing: {self.network_note or 'disabled'}"
         if self.uid is not None:
             layers["privileges"] = (f"active: candidates run as uid {self.uid} (no account, one per worker), with "
                                     "no_new_privs: they cannot signal, trace or read the worker or other workers")
