@@ -11,11 +11,12 @@ from .config import ConfigError, add_arguments, load_yaml, make_config
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from evaluators.pool import PoolError  # e.g. no sandbox here and no --unsafe-no-sandbox: one line
     from .engine import SearchError
     from .launch import RunDirError
     from .problem import ProblemError
     from .samplers.base import SamplerError
-    return ConfigError, ProblemError, RunDirError, SamplerError, SearchError
+    return ConfigError, PoolError, ProblemError, RunDirError, SamplerError, SearchError
 
 
 def parser() -> argparse.ArgumentParser:

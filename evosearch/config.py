@@ -84,6 +84,9 @@ class RunConfig:
                                            "wall-clock, so runs stop being exactly repeatable")
     timeout_s: float | None = knob(None, "wall-clock deadline of one evaluation (default: the problem's)", minimum=0.01)
     memory_mb: int | None = knob(None, "memory limit of one candidate process in MiB (default: the problem's)", minimum=16)
+    unsafe_no_sandbox: bool = knob(False, "run candidates even where nothing confines them (no usable bubblewrap, no "
+                                          "Landlock): they then have your user's full powers over files, network "
+                                          "and processes")
     probe: bool = knob(True, "run probe inputs first and skip functional duplicates (functional hashing)")
     data_dir: str | None = knob(None, "directory with benchmark data the problem can load (e.g. ../shared/data)")
     problem_options: dict = knob({}, "problem constructor options, e.g. '{distribution: or}' (YAML)")

@@ -114,7 +114,7 @@ async def run_search(config: RunConfig, problem: Problem, run_dir: Path) -> dict
             meter.budget.charge(spent["tokens_in"], spent["tokens_out"], cost or 0.0, requests=0)
         pool = backend.pool if backend else WorkerPool(problem.folder, config.data_dir, config.seed,
                                                        config.problem_options, workers=config.workers,
-                                                       hide=[str(run_dir)])
+                                                       hide=[str(run_dir)], unsafe_no_sandbox=config.unsafe_no_sandbox)
         async with pool:
             if not config.quiet:
                 print(f"sandbox: {describe_layers(pool.info['isolation'])} (details: evosearch doctor)", file=sys.stderr)

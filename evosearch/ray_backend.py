@@ -132,7 +132,8 @@ class RayBackend:
             # A problem's name, resolved on each node (its install path may differ there), or a folder.
             pool_kwargs = dict(problem_folder=c.problem, data_dir=c.data_dir, seed=c.seed,
                                options=c.problem_options, workers=c.workers,
-                               hide=[str(self.run_dir)] if self.run_dir else [])
+                               hide=[str(self.run_dir)] if self.run_dir else [],
+                               unsafe_no_sandbox=c.unsafe_no_sandbox)
             self.pool = RayWorkerPool(c.evaluator_actors, pool_kwargs, sleep_s=self.sleep_s,
                                       resources={c.sandbox_resource: 1} if c.sandbox_resource else None)
             try:
