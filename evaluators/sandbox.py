@@ -21,6 +21,7 @@ import math
 import os
 import resource
 import select
+import shutil
 import signal
 import sys
 import time
@@ -411,6 +412,22 @@ def probe_in_child(setup: Callable[[], None]) -> str | None:
     os.close(read_fd)
     _, status = os.waitpid(pid, 0)
     return None if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else (why or "failed")
+
+
+def empty_folder(folder: str) -> None:
+    """Remove everything inside ``folder`` (a worker's scratch root, after each job)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 def drop_to(uid: int) -> None:

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import resource
-import shutil
 import signal
 import socket
 import sys
@@ -209,11 +208,8 @@ class Worker:
                 os.chown(scratch, self.uid, self.uid)
             outcome = sandbox.run_child(code, call, instances, self.limits(job.get("timeout_s"), job.get("memory_mb")),
                                         scratch)
-        finally:
-            try:
-                os.rmdir(scratch)  # the common case: the candidate left nothing
-            except OSError:
-                shutil.rmtree(scratch, ignore_errors=True)
+        finally:  # the job's folder, and anything a candidate of the worker's own uid left beside it
+            sandbox.empty_folder(self.scratch_root)
         output = outcome.output + (f"\n[{outcome.output_dropped} more bytes dropped]" if outcome.output_dropped else "")
         reply = {"status": outcome.status, "reason": outcome.reason, "score": None, "descriptors": {},
                  "metrics": {}, "functional_hash": None, "eval_s": outcome.wall_s, "output": output}
@@ -280,6 +276,9 @@ def _on_sigterm(signum, frame):  # the pool is closing: take the running candida
 
 
 def main() -> None:
+    if "--reaper" in sys.argv[1:]:  # no PID namespace around this worker: leave a reaper behind it
+        from evaluators import reaper
+        reaper.split()
     # Private protocol descriptors; fds 0/1 then point away so nothing else reads jobs or writes replies.
     proto_in = os.fdopen(os.dup(0), "rb")
     proto_out = os.fdopen(os.dup(1), "wb")
