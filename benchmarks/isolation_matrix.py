@@ -29,13 +29,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from hostile_modes import (BEST_FIT, CANARY, MODES, Secrets, attacks, pool_options, token_files,  # noqa: E402
-                           unavailable)
+from hostile_modes import (BASELINES, BEST_FIT, CANARY, MODES, Secrets, attacks, pool_options,  # noqa: E402
+                           token_files, unavailable)
+from evaluators.confine import KernelLayers  # noqa: E402
 from evaluators.pool import WorkerPool  # noqa: E402
 from evaluators.sandbox import describe_layers  # noqa: E402
 
 OPTIONS = {"train_instances": 1, "train_items": 200}
-BASELINE = "none (unsafe)"
 
 
 def judge(reply: dict, secrets: Secrets, before: dict, token: str, honest: float) -> str:
@@ -61,7 +61,7 @@ def judge(reply: dict, secrets: Secrets, before: dict, token: str, honest: float
 
 async def run_mode(mode: str, rate_jobs: int) -> dict:
     options = pool_options(mode)
-    secrets = Secrets(MODES.get(mode, {}).get("user"))
+    secrets = Secrets(pool_options(mode).get("user"))
     pool = WorkerPool("bin_packing", options=OPTIONS, workers=1, **options)
     try:
         await pool.start()
@@ -82,14 +82,43 @@ async def run_mode(mode: str, rate_jobs: int) -> dict:
         secrets.close()
 
 
+def layer_cost_ms(rounds: int = 200) -> dict:
+    """What the kernel layers add to each candidate: the time ``apply`` takes inside a forked
+    child (timed there, so fork and exit under the machine's load do not blur it), median of
+    ``rounds``; and the one-off preparation per worker."""
+    import ctypes
+    import statistics
+    import tempfile
+
+    start = time.perf_counter()
+    layers = KernelLayers(["/usr", "/lib", "/lib64", sys.base_prefix], [tempfile.gettempdir()], require=True)
+    prepare = (time.perf_counter() - start) * 1e3
+    libc = ctypes.CDLL(None)
+    libc.prctl(38, 1, 0, 0, 0)  # no_new_privs in this process already, as the sandbox child sets it earlier
+    times = []
+    for _ in range(rounds):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            start = time.perf_counter()
+            layers.apply()
+            os.write(w, repr(time.perf_counter() - start).encode())
+            os._exit(0)
+        os.close(w)
+        times.append(float(os.read(r, 100)) * 1e3)
+        os.close(r)
+        os.waitpid(pid, 0)
+    return {"rounds": rounds, "prepare_ms": prepare, "apply_ms": statistics.median(times)}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(Path(__file__).with_name("isolation_matrix.json")))
     parser.add_argument("--rate-jobs", type=int, default=40, help="probe evaluations timed per mode")
     args = parser.parse_args()
     results = {}
-    for mode in [*MODES, BASELINE]:
-        why = unavailable(mode) if mode != BASELINE else None
+    for mode in [*MODES, *BASELINES]:
+        why = unavailable(mode)
         if why:
             results[mode] = {"unavailable": why}
             print(f"{mode}: unavailable here: {why}", file=sys.stderr)
@@ -106,12 +135,12 @@ async def main() -> None:
     for mode in results:
         if "unavailable" in results[mode]:
             print(f"\n{mode}: not run here ({results[mode]['unavailable']})")
-    if "kernel" in ran and BASELINE in ran:
-        ratio = results["kernel"]["probe_evals_per_s"] / results[BASELINE]["probe_evals_per_s"]
-        print(f"\nkernel layers: {ratio:.2f} x the unconfined probe rate (same run, same machine)")
+    cost = layer_cost_ms()
+    print(f"\nkernel layers: {cost['apply_ms']:.3f} ms per candidate to apply in its forked child (median of "
+          f"{cost['rounds']}), {cost['prepare_ms']:.3f} ms to prepare once per worker")
     meta = {"machine": platform.platform(), "euid": os.geteuid(), "command": " ".join(sys.argv),
             "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    Path(args.out).write_text(json.dumps({"meta": meta, "modes": results}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({"meta": meta, "modes": results, "kernel_layer_cost": cost}, indent=2) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -26,7 +26,7 @@ class KernelLayers:
 
     def __init__(self, read: Iterable[str | Path], write: Iterable[str | Path], require: bool = False):
         self.ruleset: landlock.Ruleset | None = None
-        self.filter: bytes | None = None
+        self.filter: seccomp.Prepared | None = None
         self.notes: dict[str, str] = {}
         try:
             self.ruleset = landlock.Ruleset(list(read) + list(DEVICES[1:]), list(write) + [DEVICES[0]])
@@ -34,7 +34,7 @@ class KernelLayers:
             self.notes["landlock"] = str(e.strerror or e)
         why = seccomp.unsupported_reason()
         if why is None:
-            self.filter = seccomp.program()
+            self.filter = seccomp.Prepared(seccomp.program())
         else:
             self.notes["seccomp"] = why
         if require and self.notes:

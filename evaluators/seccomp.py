@@ -103,11 +103,20 @@ def program(machine: str | None = None) -> bytes:
     return b"".join(head + body)
 
 
-def install(prog: bytes) -> None:
-    """Install ``prog`` on the calling thread's process (needs no_new_privs, or CAP_SYS_ADMIN).
-    ``prog`` must stay alive during the call only: the kernel copies it."""
-    buffer = ctypes.create_string_buffer(prog, len(prog))
-    fprog = _Filter(len(prog) // 8, ctypes.cast(buffer, ctypes.c_void_p))
-    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+class Prepared:
+    """``prog`` laid out as the kernel's struct sock_fprog, once (a worker prepares it before forking)."""
+
+    def __init__(self, prog: bytes):
+        self.buffer = ctypes.create_string_buffer(prog, len(prog))
+        self.fprog = _Filter(len(prog) // 8, ctypes.cast(self.buffer, ctypes.c_void_p))
+        self.ref = ctypes.byref(self.fprog)
+        self.prctl = _libc.prctl
+
+
+def install(prog: bytes | Prepared) -> None:
+    """Install ``prog`` on the calling process (needs no_new_privs, or CAP_SYS_ADMIN); the kernel
+    copies it, and every thread and child created afterwards inherits it."""
+    prepared = prog if isinstance(prog, Prepared) else Prepared(prog)
+    if prepared.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prepared.ref, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"seccomp filter refused: {os.strerror(err)}")

@@ -41,6 +41,7 @@ MODES = {
     "bwrap-apt-nobody": {"bubblewrap": "apt", "kernel": True, "user": NOBODY},
 }
 UNCONFINED = {"bubblewrap": False, "kernel": False, "unsafe_no_sandbox": True}  # the baseline: no sandbox
+BASELINES = {"none (unsafe)": UNCONFINED, "none-nobody (unsafe)": {**UNCONFINED, "user": NOBODY}}
 
 
 def apt_bwrap() -> str | None:
@@ -50,7 +51,7 @@ def apt_bwrap() -> str | None:
 
 
 def pool_options(mode: str) -> dict:
-    options = dict(MODES[mode]) if mode in MODES else dict(UNCONFINED)
+    options = dict(MODES[mode]) if mode in MODES else dict(BASELINES[mode])
     if options.get("bubblewrap") == "apt":
         options["bubblewrap"] = apt_bwrap()
     elif options.get("bubblewrap") == "wheel":
@@ -68,7 +69,7 @@ def _python_reachable_by(uid: int) -> str | None:
 
 def unavailable(mode: str) -> str | None:
     """None if ``mode`` can run on this machine, else why not (one line)."""
-    spec = MODES.get(mode, UNCONFINED)
+    spec = MODES[mode] if mode in MODES else BASELINES[mode]
     if spec.get("bubblewrap") == "apt" and apt_bwrap() is None:
         return "no distribution bwrap on PATH (apt-get install bubblewrap)"
     if spec.get("bubblewrap") == "wheel" and bubblewrap.wheel_binary()[0] is None:
