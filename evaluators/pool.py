@@ -352,6 +352,8 @@ class WorkerPool:
     def _check_confined(self, info: dict) -> None:
         """Refuse to run candidates nothing confines, unless the user accepted the risk."""
         layers = info.get("isolation", {})
+        if not layers.get("processes", "").startswith("active"):
+            sandbox.undumpable()  # candidates could read this process's /proc: not its environment, at least
         if self.unsafe_no_sandbox or any(layers.get(name, "").startswith("active")
                                          for name in ("bubblewrap", "landlock")):
             return

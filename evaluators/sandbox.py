@@ -38,6 +38,7 @@ PROCESS_LIMIT = 64  # per uid; the uid is dedicated to one worker, and root woul
 RESULT_FD = 3  # the child's descriptors: 0 /dev/null, 1 and 2 the output pipe, 3 the result pipe
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 CANDIDATE_UID_BASE = 1_999_900_000  # worker slot k runs candidates as uid/gid BASE + k: no account owns these
@@ -58,6 +59,13 @@ def become_subreaper() -> bool:
 def die_with_parent(sig: int = signal.SIGKILL) -> bool:
     """Receive ``sig`` when the parent process dies."""
     return _prctl(PR_SET_PDEATHSIG, int(sig))
+
+
+def undumpable() -> bool:
+    """Make this process's /proc/<pid>/environ, mem and fds readable by root only, and refuse
+    ptrace from its own uid: for a driver holding API keys whose candidates nothing else
+    keeps from other processes (exec resets it, so the workers it starts are unaffected)."""
+    return _prctl(PR_SET_DUMPABLE, 0)
 
 
 def unshare_network() -> None:

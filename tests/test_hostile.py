@@ -626,3 +626,37 @@ def test_a_worker_killed_mid_job_leaves_no_candidate_behind(loop, sandbox, secre
     reply = loop.run_until_complete(scenario())
     assert reply["status"] == "timeout"  # the retry on a fresh worker ran it to its deadline
     assert not daemons() and not leftovers(sandbox)
+
+
+def test_the_driver_environment_stays_unreadable_even_unconfined():
+    """With --unsafe-no-sandbox and workers of the driver's own uid (a normal user, no Landlock
+    and no bubblewrap), a candidate still cannot read the driver's environment: the driver
+    makes itself non-dumpable when nothing hides its /proc."""
+    why = unavailable("kernel-nobody")
+    if why:
+        pytest.skip(f"needs workers as nobody: {why}")
+    script = f'''
+import asyncio, os, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from hostile_modes import escape
+from evaluators.pool import WorkerPool
+code = escape("""
+try:
+    if os.environ.get("{CANARY_VAR}") or b"{CANARY}" in open("/proc/%d/environ", "rb").read():
+        worked.append("driver environ")
+except OSError:
+    pass
+""" % os.getpid())
+async def main():
+    async with WorkerPool("bin_packing", options={OPTIONS!r}, workers=1, bubblewrap=False, kernel=False,
+                          unsafe_no_sandbox=True) as pool:
+        reply = await pool.run(code, "train")
+        print(reply["status"], reply["reason"])
+asyncio.run(main())
+'''
+    env = {CANARY_VAR: CANARY, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], user=MODES["kernel-nobody"]["user"],
+                          group=MODES["kernel-nobody"]["user"], extra_groups=[], env=env, cwd="/tmp",
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok None", done.stdout
