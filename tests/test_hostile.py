@@ -660,3 +660,41 @@ asyncio.run(main())
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok None", done.stdout
+
+
+def test_where_namespaces_are_forbidden_the_kernel_layers_still_confine():
+    """A driver under a seccomp filter that refuses new namespaces (as Docker's default profile
+    does): bubblewrap cannot start and says why, and the default pool still confines candidates
+    with Landlock and seccomp."""
+    script = f'''
+import asyncio, ctypes, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from hostile_modes import escape
+from evaluators import bubblewrap, seccomp
+from evaluators.pool import WorkerPool
+ctypes.CDLL(None).prctl(38, 1, 0, 0, 0)
+seccomp.install(seccomp.program())  # refuses unshare, clone with namespace flags, mount (and socket)
+code = escape("""
+for target in [{str(Path.home())!r}, "/etc/passwd", "/tmp"]:
+    try:
+        open(target + "/x" if target == "/tmp" else target, "wb" if target == "/tmp" else "rb")
+        worked.append(target)
+    except OSError:
+        pass
+""")
+async def main():
+    async with WorkerPool("bin_packing", options={OPTIONS!r}, workers=1) as pool:
+        reply = await pool.run(code, "train")
+        layers = pool.info["isolation"]
+        print(layers["bubblewrap"])
+        print(layers["landlock"].split(":")[0], layers["seccomp"].split(":")[0], reply["status"], reply["reason"])
+asyncio.run(main())
+'''
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    bwrap_line, outcome = done.stdout.strip().splitlines()
+    assert bwrap_line.startswith("missing: ")
+    if bubblewrap.executable():  # installed, but refused its namespaces
+        assert "cannot create namespaces" in bwrap_line, bwrap_line
+    assert outcome == "active active ok None"
