@@ -61,10 +61,14 @@ def pool_options(mode: str) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _python_reachable_by(uid: int) -> str | None:
-    done = subprocess.run([sys.executable, "-c", "import numpy, evaluators.worker"], user=uid, group=uid,
-                          extra_groups=[], capture_output=True, text=True, cwd="/",
-                          env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"})
-    return None if done.returncode == 0 else f"{sys.executable} with numpy is not usable by uid {uid} here"
+    why = f"{sys.executable} with numpy is not usable by uid {uid} here (e.g. installed under a 0700 /root)"
+    try:
+        done = subprocess.run([sys.executable, "-c", "import numpy, evaluators.worker"], user=uid, group=uid,
+                              extra_groups=[], capture_output=True, text=True, cwd="/",
+                              env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"})
+    except OSError:
+        return why
+    return None if done.returncode == 0 else why
 
 
 def unavailable(mode: str) -> str | None:
