@@ -8,8 +8,9 @@ tasks of one IPC 2023 learning-track domain (problem option ``domain``): evoluti
 held-out split is its 30 easy testing tasks. Each search may call h ``budget`` times
 (a count, not seconds, so the outcome is the same on every machine).
 
-The sandbox returns the plan and the number of calls; the trusted side replays the
-plan on its own copy of the grounded task. Score = tasks solved, minus half the mean
+The harness is interactive: the search, its budget and its count run on the trusted
+side, which sends the candidate's process a copy of the task once and then each state
+to evaluate; the plan is still replayed on the trusted copy of the task before it counts. Score = tasks solved, minus half the mean
 fraction of the budget used (unsolved tasks use all of it): ties in coverage go to
 the heuristic that searched less, and one more solved task always outweighs them.
 """
@@ -48,6 +49,7 @@ class Planning(Problem):
     descriptors = (STEPS_PER_GOAL,)
     timeout_s = 120.0  # pyperplan's hFF needs 1-45 s of CPU for a training split (159 s on transport)
     memory_mb = 2048
+    preload = ("pyperplan.task",)  # the task's classes, unpickled by the candidate's process
 
     def __init__(self, data_dir=None, seed=0, domain="blocksworld", budget=BUDGET, train_tasks=TRAIN_TASKS,
                  test_tasks=None):
@@ -112,15 +114,18 @@ class Planning(Problem):
                     "upper_bound": bounds.get(f"{self.domain}/{folder}/easy/{name}.pddl")}
                 for name, g in grounded.items()}
 
-    @staticmethod
-    def run(program, instance):
-        return gbfs(program["heuristic"], instance["grounded"].task, instance["budget"])
+    def episode(self, instance, candidate):
+        # The search and its budget run here; the candidate gets its own copy of the task once
+        # and then only the states the search asks about.
+        return gbfs(candidate.heuristic, instance["grounded"].task, instance["budget"])
 
-    def probe(self, program, instance):
+    def probe_episode(self, instance, candidate):
         # GBFS only compares h values, so dense ranks over the fixed states (inf ranked last, as -1)
         # identify a heuristic's search exactly where it matters: h, 2h and h + 1 hash alike.
-        h = program["heuristic"](instance["task"])
-        values = [heuristic_value(h(state)) for state in instance["states"]]
+        h = candidate.heuristic(instance["task"])
+        if not callable(h):
+            raise TypeError(f"heuristic(task) must return a callable h(state), not {type(h).__name__}")
+        values = [heuristic_value(v) for v in h.map([(state,) for state in instance["states"]])]
         rank = {v: i for i, v in enumerate(sorted({v for v in values if v != math.inf}))}
         return [rank.get(v, -1) for v in values]
 

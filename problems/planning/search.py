@@ -1,9 +1,10 @@
-"""Greedy best-first search with an evaluation budget (runs in the sandbox, next to the candidate).
+"""Greedy best-first search with an evaluation budget (trusted: runs in the evaluation worker).
 
 The search is pyperplan's own GBFS (eager, ordered by h then insertion, states
 of infinite h dropped); the budget counts heuristic evaluations (calls), not
-seconds, so a run gives the same plan on every machine. The plan it returns is
-not believed: the trusted side replays it on its own copy of the task.
+seconds, so a run gives the same plan on every machine. The search, the budget
+and the count live on the trusted side; the candidate's process only answers
+``h(state)`` for the states it is sent (see ``Planning.episode``).
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def heuristic_value(value) -> float:
 
 
 def gbfs(make_heuristic, task, budget: int) -> dict:
-    """Build the heuristic once (``make_heuristic(task)`` -> ``h(state)``) and search.
+    """Build the heuristic once (``make_heuristic(task)`` -> ``h(state)``, the candidate's, called
+    through the interactive protocol or, for trusted baselines, in process) and search.
 
     Returns ``{"plan": [operator names] or None, "evaluations": int}``; the plan is
     None when the budget ran out or the open list emptied."""
