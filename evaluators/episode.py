@@ -12,9 +12,12 @@ Wire: one frame per message, a 4-byte little-endian length then a one-byte tag.
 
 * trusted -> candidate: ``X`` the program's source; ``C`` pickle((target, args)) one call;
   ``M`` pickle((target, [args, ...])) one call per args tuple, answered as one list;
-  ``P`` pickle(value) keep a value there (large inputs sent once) and answer its handle.
+  ``P`` pickle(value) keep a value there (large inputs sent once) and answer its handle;
+  ``c`` a call in brief (a name, then numbers and arrays, no pickle); ``B`` a batch of
+  frames (one call per episode played in lockstep), answered by a ``B`` of answers.
   ``target`` is a function name of the program or the index of a kept value.
-* candidate -> trusted: ``V`` a value: JSON with placeholders plus raw array buffers;
+* candidate -> trusted: ``A`` one numeric array (dtype, shape, raw bytes); ``F`` one float
+  (8 bytes); ``V`` any other value: JSON with placeholders plus raw array buffers;
   ``E`` JSON [status, reason]: the program raised.
 
 The trusted side pickles (the candidate may unpickle what it was sent); the candidate
@@ -78,6 +81,15 @@ def _describe(e: BaseException) -> str:
 
 # ----------------------------------------------------------------------------- candidate side
 
+_DOUBLE = struct.Struct("<d")
+
+
+def _array_bytes(v: np.ndarray) -> bytes:
+    dtype = v.dtype.str.encode()
+    return (bytes((len(dtype),)) + dtype + struct.pack(f"<B{v.ndim}q", v.ndim, *v.shape)
+            + np.ascontiguousarray(v).tobytes())
+
+
 class Server:
     """Answers the trusted side's calls on the candidate's program (runs next to the candidate)."""
 
@@ -87,6 +99,13 @@ class Server:
 
     def handle(self, frame: bytes) -> bytes:
         tag, body = frame[:1], frame[1:]
+        if tag == b"B":  # a batch: one call per episode in lockstep, each answered on its own
+            answers, at = [], 0
+            while at < len(body):
+                (n,) = _LEN.unpack_from(body, at)
+                answers.append(self.handle(body[at + 4:at + 4 + n]))
+                at += 4 + n
+            return b"B" + b"".join(_LEN.pack(len(a)) + a for a in answers)
         try:
             if tag == b"X":
                 compiled = compile(body.decode(), "<candidate>", "exec")
@@ -96,7 +115,10 @@ class Server:
             if tag == b"P":
                 self.kept.append(pickle.loads(body))
                 return self.encode(Kept(len(self.kept) - 1))
-            target, args = pickle.loads(body)
+            if tag == b"c":  # the compact form of a common call (see _pack_call)
+                tag, (target, args) = b"C", _unpack_call(body)
+            else:
+                target, args = pickle.loads(body)
             function = self._target(target)
             if tag == b"C":
                 return self.encode(function(*self._resolve(args)))
@@ -131,14 +153,18 @@ class Server:
 
     def encode(self, value) -> bytes:
         """Plain data as JSON, numeric arrays as raw buffers, anything else kept here as a handle."""
+        kind = type(value)
+        if kind is np.ndarray and value.dtype.str in WIRE_DTYPES:  # the common answers first
+            return b"A" + _array_bytes(value)
+        if kind is float or kind is np.float64:
+            return b"F" + _DOUBLE.pack(value)
         buffers: list[bytes] = []
 
         def plain(v):
             if v is None or type(v) in (bool, int, float, str):
                 return v
             if isinstance(v, np.ndarray) and v.dtype.str in WIRE_DTYPES:
-                buffers.append(struct.pack("<B", len(v.dtype.str)) + v.dtype.str.encode()
-                               + struct.pack(f"<B{v.ndim}q", v.ndim, *v.shape) + np.ascontiguousarray(v).tobytes())
+                buffers.append(_array_bytes(v))
                 return {ARRAY: len(buffers) - 1}
             if isinstance(v, (np.bool_, np.integer, np.floating)):
                 return v.item()
@@ -157,20 +183,69 @@ class Server:
         return b"V" + _LEN.pack(len(head)) + head + b"".join(_LEN.pack(len(b)) + b for b in buffers)
 
 
+# ----------------------------------------------------------------------------- calls in brief
+# A call whose target is a name and whose arguments are numbers and numeric arrays (bin packing's
+# priority(item, bins), a fitting loop's params) skips pickle: ``c`` + name + typed arguments.
+
+_INT64 = struct.Struct("<q")
+
+
+def _pack_call(target, args) -> bytes | None:
+    if type(target) is not str or len(target) > 255:
+        return None
+    name = target.encode()
+    parts = [b"c", bytes((len(name),)), name]
+    for a in args:
+        kind = type(a)
+        if kind is int and -(1 << 63) <= a < (1 << 63):
+            parts += (b"i", _INT64.pack(a))
+        elif kind is float:
+            parts += (b"f", _DOUBLE.pack(a))
+        elif kind is np.ndarray and a.dtype.str in WIRE_DTYPES:
+            blob = _array_bytes(a)
+            parts += (b"a", _LEN.pack(len(blob)), blob)
+        else:
+            return None
+    return b"".join(parts)
+
+
+def _unpack_call(body: bytes) -> tuple[str, tuple]:
+    at = body[0] + 1
+    target, args = body[1:at].decode(), []
+    while at < len(body):
+        kind, at = body[at:at + 1], at + 1
+        if kind == b"i":
+            args.append(_INT64.unpack_from(body, at)[0])
+            at += 8
+        elif kind == b"f":
+            args.append(_DOUBLE.unpack_from(body, at)[0])
+            at += 8
+        else:
+            (n,) = _LEN.unpack_from(body, at)
+            args.append(_array(body, at + 4, at + 4 + n).copy())  # writable, as the candidate's own
+            at += 4 + n
+    return target, tuple(args)
+
+
 # ----------------------------------------------------------------------------- trusted side
 
-def _array(blob: bytes) -> np.ndarray:
-    n = blob[0]
-    dtype = blob[1:1 + n].decode("ascii", errors="replace")
-    if dtype not in WIRE_DTYPES:
-        raise ValueError(f"array of dtype {dtype!r}")
-    at = 1 + n
-    ndim = blob[at]
-    shape = struct.unpack_from(f"<{ndim}q", blob, at + 1)
-    data = memoryview(blob)[at + 1 + 8 * ndim:]
-    if any(s < 0 for s in shape) or math.prod(shape) * np.dtype(dtype).itemsize != len(data):
+_DTYPES = {d: np.dtype(d) for d in WIRE_DTYPES}
+
+
+def _array(frame: bytes, at: int, end: int) -> np.ndarray:
+    """The array encoded in ``frame[at:end]``: a whitelisted dtype, a shape that fits the bytes."""
+    n = frame[at]
+    dtype = _DTYPES.get(frame[at + 1:at + 1 + n].decode("ascii", errors="replace"))
+    if dtype is None:
+        raise ValueError("array of an unsupported dtype")
+    at += 1 + n
+    ndim = frame[at]
+    shape = struct.unpack_from(f"<{ndim}q", frame, at + 1)
+    at += 1 + 8 * ndim
+    count = math.prod(shape)
+    if any(s < 0 for s in shape) or count * dtype.itemsize != end - at:
         raise ValueError("array size does not match its shape")
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
+    return np.frombuffer(frame, dtype=dtype, count=count, offset=at).reshape(shape)
 
 
 class Channel:
@@ -180,6 +255,10 @@ class Channel:
         raise NotImplementedError
 
     def call(self, tag: bytes, payload) -> Any:
+        if tag == b"C":
+            frame = _pack_call(*payload)
+            if frame is not None:
+                return self.decode(self.exchange(frame))
         body = payload.encode() if tag == b"X" else pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
         return self.decode(self.exchange(tag + body))
 
@@ -188,6 +267,10 @@ class Channel:
             raise CandidateFailed("invalid", f"answer exceeds {MAX_FRAME_BYTES >> 20} MiB")
         tag = frame[:1]
         try:
+            if tag == b"A":
+                return _array(frame, 1, len(frame))
+            if tag == b"F" and len(frame) == 9:
+                return _DOUBLE.unpack_from(frame, 1)[0]
             if tag == b"E":
                 status, reason = json.loads(frame[1:])
                 if status not in ("syntax", "crash", "memory"):
@@ -200,7 +283,7 @@ class Channel:
             buffers, at = [], 5 + size
             while at < len(frame):
                 (n,) = _LEN.unpack_from(frame, at)
-                buffers.append(_array(frame[at + 4:at + 4 + n]))
+                buffers.append(_array(frame, at + 4, at + 4 + n))
                 at += 4 + n
             return self._rebuild(head, buffers)
         except CandidateFailed:

@@ -23,6 +23,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import asdict
 from typing import Any, Callable
@@ -234,6 +235,107 @@ class _Gone(Exception):
     """The candidate's process closed the socket (it exited or was killed)."""
 
 
+class _Abort(Exception):
+    """Another episode of the same job failed: stop at this call."""
+
+
+class _Lockstep:
+    """Plays the episodes of all instances at once, one thread each: every round, the next call
+    of every live episode goes out in one frame, ordered by instance, so the number of round
+    trips does not grow with the number of instances and the candidate sees a fixed order."""
+
+    def __init__(self, connection: _Connection, slots: int):
+        self.connection, self.live = connection, slots
+        self.cond = threading.Condition()
+        self.pending: dict[int, bytes] = {}
+        self.answers: dict[int, bytes] = {}
+        self.stopped = False
+        self.transport: BaseException | None = None  # a failure of the whole candidate (timeout, death)
+
+    def exchange(self, slot: int, frame: bytes) -> bytes:
+        with self.cond:
+            if self.stopped:
+                raise _Abort
+            self.pending[slot] = frame
+            if len(self.pending) == self.live:
+                self._flush()
+            while slot not in self.answers and not self.stopped:
+                self.cond.wait()
+            if slot in self.answers:
+                return self.answers.pop(slot)
+            raise _Abort
+
+    def leave(self, failed: bool) -> None:
+        with self.cond:
+            self.live -= 1
+            self.stopped |= failed
+            if self.live and len(self.pending) == self.live and not self.stopped:
+                self._flush()
+            self.cond.notify_all()
+
+    def _flush(self) -> None:  # under the lock, when every live episode waits for an answer
+        slots = sorted(self.pending)
+        frames = [self.pending.pop(s) for s in slots]
+        try:
+            if len(frames) == 1:
+                answers = [self.connection.exchange(frames[0])]
+            else:
+                batch = self.connection.exchange(b"B" + b"".join(_LEN.pack(len(f)) + f for f in frames))
+                answers, at = [], 1
+                while batch[:1] == b"B" and at + 4 <= len(batch):
+                    (n,) = _LEN.unpack_from(batch, at)
+                    answers.append(batch[at + 4:at + 4 + n])
+                    at += 4 + n
+                if len(answers) != len(frames) or at != len(batch):
+                    raise CandidateFailed("invalid", "a malformed batch of answers")
+        except BaseException as e:
+            self.transport, self.stopped = e, True
+            self.cond.notify_all()
+            return
+        self.answers.update(zip(slots, answers))
+        self.cond.notify_all()
+
+
+class _SlotChannel(Channel):
+    def __init__(self, lockstep: _Lockstep, slot: int):
+        self.lockstep, self.slot = lockstep, slot
+
+    def exchange(self, frame: bytes) -> bytes:
+        return self.lockstep.exchange(self.slot, frame)
+
+
+def _play(episode, instances: dict[str, Any], connection: _Connection) -> dict[str, Any]:
+    """Every instance's episode; one failure (the first instance's, in a round) ends them all."""
+    if len(instances) == 1:
+        return {name: episode(instance, Candidate(connection)) for name, instance in instances.items()}
+    lockstep = _Lockstep(connection, len(instances))
+    results: dict[int, tuple[str, Any]] = {}
+
+    def play(slot: int, instance) -> None:
+        result = ("error", _Abort())
+        try:
+            result = ("ok", episode(instance, Candidate(_SlotChannel(lockstep, slot))))
+        except BaseException as e:
+            result = ("error", e)
+        finally:
+            results[slot] = result
+            lockstep.leave(failed=result[0] != "ok")
+
+    threads = [threading.Thread(target=play, args=(slot, instance), daemon=True)
+               for slot, instance in enumerate(instances.values())]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if lockstep.transport is not None:
+        raise lockstep.transport
+    for slot in range(len(instances)):
+        kind, value = results[slot]
+        if kind == "error" and not isinstance(value, _Abort):
+            raise value
+    return {name: results[slot][1] for slot, name in enumerate(instances)}
+
+
 def run_episodes(zygote: Zygote, code: str, episode: Callable[[Any, Candidate], Any], instances: dict[str, Any],
                  limits: sandbox.Limits, scratch: str) -> tuple[sandbox.Outcome, float]:
     """Run ``episode(instance, candidate)`` for every instance against one candidate process.
@@ -251,11 +353,10 @@ def run_episodes(zygote: Zygote, code: str, episode: Callable[[Any, Candidate], 
         os.close(output_w)
     output = sandbox._Output(limits.output_bytes)
     connection = _Connection(mine, output_r, output, deadline, limits, zygote)
-    candidate = Candidate(connection)
     outcome = None
     try:
         connection.call(b"X", code)
-        outputs = {name: episode(instance, candidate) for name, instance in instances.items()}
+        outputs = _play(episode, instances, connection)
         outcome = sandbox.Outcome("ok", outputs=outputs)
     except CandidateFailed as e:
         outcome = sandbox.Outcome(e.status, e.reason)

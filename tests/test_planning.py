@@ -4,6 +4,7 @@ import asyncio
 import math
 import sys
 from collections import deque
+from types import SimpleNamespace
 
 import pytest
 
@@ -255,3 +256,35 @@ def test_loosening_its_copy_of_the_task_changes_nothing(pool, problems):
     honest = loop.run_until_complete(pool.run(problem.skeleton, "train"))
     reply = loop.run_until_complete(pool.run(loosened, "train"))
     assert reply["status"] == "ok" and reply["score"] == honest["score"], reply
+
+
+@pytest.mark.parametrize("domain", ["ferry", "blocksworld", "childsnack"])
+def test_batched_search_is_pyperplans_gbfs(problems, domain):
+    # The trusted search batches each expansion's evaluations; plans and counts must be exactly
+    # those of pyperplan's own greedy_best_first_search with a counting heuristic.
+    from pyperplan.heuristics.relaxation import hFFHeuristic
+    from pyperplan.search import greedy_best_first_search
+
+    from problems.planning.search import gbfs, heuristic_value
+
+    class Exhausted(Exception):
+        pass
+
+    for instance in list(problems(domain).instances("train").values())[:4]:
+        task = instance["grounded"].task
+        for name, make in (("goal count", lambda t: (lambda s: len(t.goals - s))),
+                           ("hFF", lambda t: (lambda s, ff=hFFHeuristic(t): ff(SimpleNamespace(state=s))))):
+            for budget in (50, 400):
+                h, calls = make(task), [0]
+
+                def counted(node, h=h, calls=calls, budget=budget):
+                    if calls[0] >= budget:
+                        raise Exhausted
+                    calls[0] += 1
+                    return heuristic_value(h(node.state))
+                try:
+                    found = greedy_best_first_search(task, counted)
+                    expected = {"plan": None if found is None else [op.name for op in found], "evaluations": calls[0]}
+                except Exhausted:
+                    expected = {"plan": None, "evaluations": budget}
+                assert gbfs(make, task, budget) == expected, (domain, name, budget)
