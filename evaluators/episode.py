@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import random
 import struct
 from typing import Any
 
@@ -109,11 +110,17 @@ class Server:
         try:
             if tag == b"X":
                 compiled = compile(body.decode(), "<candidate>", "exec")
+                random.seed(0)  # a program that draws random numbers draws the same ones every run
+                np.random.seed(0)
                 self.namespace = {"__name__": "__candidate__"}
                 exec(compiled, self.namespace)
                 return self.encode(None)
-            if tag == b"P":
-                self.kept.append(pickle.loads(body))
+            if tag == b"P":  # shared once and passed to many calls: its arrays are read-only
+                value = pickle.loads(body)
+                for array in (value, *(value if type(value) in (tuple, list) else ())):
+                    if isinstance(array, np.ndarray):
+                        array.setflags(write=False)
+                self.kept.append(value)
                 return self.encode(Kept(len(self.kept) - 1))
             if tag == b"c":  # the compact form of a common call (see _pack_call)
                 tag, (target, args) = b"C", _unpack_call(body)
@@ -355,6 +362,8 @@ class LocalChannel(Channel):
     def __init__(self, code_or_namespace: str | dict):
         self.server = Server()
         if isinstance(code_or_namespace, dict):
+            random.seed(0)  # as the X request does for a sandboxed program
+            np.random.seed(0)
             self.server.namespace = code_or_namespace
         else:
             self.call(b"X", code_or_namespace)
