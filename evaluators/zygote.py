@@ -132,7 +132,9 @@ class Zygote:
     """The worker's handle on its zygote. Start it before building the problem."""
 
     def __init__(self, preload: tuple[str, ...] = ()):
-        for name in preload:  # imported here: a candidate's uid may be unable to read them later
+        # Imported here, as the worker's uid: a candidate's uid may be unable to read them later.
+        # numpy.random: NumPy 2 loads it lazily, and every program's process seeds it.
+        for name in ("numpy.random", *preload):
             __import__(name)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
