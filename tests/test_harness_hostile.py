@@ -48,7 +48,7 @@ def _inspect(obj):
     except Exception:
         secret = False
     if secret:
-        FOUND.append(type(obj).__name__)
+        FOUND.append(type(obj).__name__ + (str(sorted(obj)[:6]) if isinstance(obj, dict) else ""))
         for k, v in TAMPER.items():
             try:
                 if isinstance(obj, dict):
@@ -170,7 +170,7 @@ def test_bin_packing_attack_in_process_does_reach_the_harness():
 
 # ---------------------------------------------------------------- planning: node budget
 
-PLAN_SECRET = "isinstance(obj, dict) and 'budget' in obj and 'grounded' in obj"
+PLAN_SECRET = "isinstance(obj, dict) and isinstance(obj.get('budget'), int) and 'grounded' in obj"
 PLAN_BODY = """    goals = task.goals
     if FOUND:  # it saw the harness: search differently
         return lambda s: -len(goals - s)
@@ -193,3 +193,48 @@ def test_planning_attacks_cannot_lift_the_budget(planning_replies, mode):
     honest = planning_replies["honest"]
     assert honest["metrics"]["solved"] < 4  # the small budget binds, so lifting it would show
     assert_honest(honest, planning_replies[mode], may_fail=mode == "patching everything")
+
+
+def _replies(problem_name, function, secret, tamper, forged, body, options=None, **pool_options):
+    """The honest program (the same code, its search finding nothing by construction) and the attacks."""
+    skeleton = load_problem(problem_name, data_dir=pool_options.get("data_dir"), options=options).skeleton
+    honest = attack_program(skeleton, function, "False", {}, forged, body, None)
+    attacks = [attack_program(skeleton, function, secret, tamper, forged, body, patch) for patch in MODES.values()]
+    replies = evaluate(problem_name, [honest, *attacks], options=options or {}, **pool_options)
+    return dict(zip(["honest", *MODES], replies))
+
+
+# ---------------------------------------------------------------- symbolic regression: hidden targets
+
+@pytest.fixture(scope="module")
+def symbolic_regression_replies():
+    body = """    if FOUND:  # it saw the targets: fit differently
+        return x * 0.0 + params[0]
+    return params[0] * x + params[1] * v + params[2]
+"""
+    return _replies("symbolic_regression", "equation", "isinstance(obj, dict) and isinstance(obj.get('target'), np.ndarray) and 'inputs' in obj",
+                    {"target": None}, 20.0, body)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_symbolic_regression_attacks_never_see_the_targets(symbolic_regression_replies, mode):
+    assert_honest(symbolic_regression_replies["honest"], symbolic_regression_replies[mode],
+                  may_fail=mode == "patching everything")
+
+
+# ---------------------------------------------------------------- optimizer: data and step count
+
+@pytest.fixture(scope="module")
+def optimizer_replies():
+    body = """    if FOUND:  # it saw the data or the step count: train differently
+        return params, state
+    return {k: p - lr * grads[k] for k, p in params.items()}, state
+"""
+    options = {"steps": 20, "seeds_per_task": 1, "lr_grid": [0.01, 0.1]}
+    return _replies("optimizer", "update", "isinstance(obj, dict) and isinstance(obj.get('X'), np.ndarray) and 'steps' in obj",
+                    {"steps": 1}, 0.0, body, options=options)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_optimizer_attacks_cannot_take_extra_steps_or_see_the_data(optimizer_replies, mode):
+    assert_honest(optimizer_replies["honest"], optimizer_replies[mode], may_fail=mode == "patching everything")
