@@ -288,3 +288,54 @@ def test_batched_search_is_pyperplans_gbfs(problems, domain):
                 except Exhausted:
                     expected = {"plan": None, "evaluations": budget}
                 assert gbfs(make, task, budget) == expected, (domain, name, budget)
+
+
+def medium_data(shared_data, tmp_path, domain="ferry", count=3):
+    """A data dir laid out like the IPC 2023 repository, whose testing/medium holds ``count`` tasks
+    (copies of easy ones: the shared data holds only the easy level)."""
+    src = shared_data / tasks.IPC_FOLDER
+    root = tmp_path / tasks.IPC_FOLDER
+    (root / domain / "testing" / "medium").mkdir(parents=True)
+    (root / domain / "domain.pddl").symlink_to(src / domain / "domain.pddl")
+    (root / domain / "training").symlink_to(src / domain / "training")
+    (root / domain / "testing" / "easy").symlink_to(src / domain / "testing" / "easy")
+    for name in tasks.task_files(src, domain, "testing")[:count]:
+        (root / domain / "testing" / "medium" / f"{name}.pddl").symlink_to(src / domain / "testing" / "easy" / f"{name}.pddl")
+    return tmp_path
+
+
+def test_held_out_level_is_an_option_with_its_own_deadline(shared_data, tmp_path):
+    data = medium_data(shared_data, tmp_path)
+    easy = load_problem("planning", data_dir=data, options={"domain": "ferry"})
+    medium = load_problem("planning", data_dir=data, options={"domain": "ferry", "test_level": "medium"})
+    assert list(medium.instances("test")) == [f"ferry/testing/medium/p0{i}" for i in (1, 2, 3)]
+    # Same tasks on disk (copies), so the same search outcomes; only names and bounds differ.
+    assert all(inst["upper_bound"] is None for inst in medium.instances("test").values())
+    # Deadlines per split: the same allowance per task, scaled by level; training keeps its 120 s.
+    assert easy.timeout_for("train") == medium.timeout_for("train") == 120.0
+    assert easy.timeout_for("test") == 12.0 * 30 and medium.timeout_for("test") == 12.0 * 3 * 4
+    with pytest.raises(ProblemError, match="no hard testing tasks of 'ferry'"):
+        load_problem("planning", data_dir=data, options={"domain": "ferry", "test_level": "hard"})
+    with pytest.raises(ProblemError, match="test_level must be one of easy, medium, hard"):
+        load_problem("planning", data_dir=data, options={"domain": "ferry", "test_level": "expert"})
+
+
+def test_the_pool_gives_each_split_its_deadline(shared_data, tmp_path):
+    data = medium_data(shared_data, tmp_path)
+
+    async def go():
+        pool = WorkerPool("planning", data_dir=data, workers=1, options={"domain": "ferry", "test_level": "medium",
+                                                                         "task_timeout_s": 0.5})
+        await pool.start()
+        try:
+            # A heuristic that sleeps 0.2 s per call: too slow for 3 medium tasks at 0.5 s x 4 each.
+            slow = program(load_problem("planning", data_dir=data, options={"domain": "ferry"}),
+                           "def heuristic(task):\n    import time\n"
+                           "    return lambda s: time.sleep(0.2) or len(task.goals - s)\n")
+            return pool.info["split_timeouts"], await pool.run(slow, "test")
+        finally:
+            await pool.close()
+
+    timeouts, reply = asyncio.run(go())
+    assert timeouts == {"probe": 1.5, "train": 5.0, "test": 6.0}
+    assert reply["status"] == "timeout" and "6 s" in reply["reason"], reply
