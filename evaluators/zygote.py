@@ -16,6 +16,7 @@ and CPU time. It never sees the program's source (that goes to the candidate dir
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
@@ -31,6 +32,8 @@ from typing import Any, Callable
 from evaluators import sandbox
 from evaluators.episode import _LEN, MAX_FRAME_BYTES, Candidate, CandidateFailed, Channel, Server
 
+NAME = "evosearch-zygote"  # its process name (comm, 15 bytes): the worker's one child that is not a candidate
+PR_SET_NAME = 15
 EXIT_GRACE_S = 1.0  # after the episode: time for the candidate to exit on EOF before it is killed
 
 
@@ -92,6 +95,7 @@ def _zygote_main(sock: socket.socket) -> None:
     ``sock`` is a SOCK_SEQPACKET socket: one message per job, per "k" (kill) and per answer."""
     sandbox.become_subreaper()  # orphans of a candidate come back here, not to the worker
     sandbox.die_with_parent(signal.SIGKILL)
+    ctypes.CDLL(None).prctl(PR_SET_NAME, ctypes.c_char_p(NAME.encode()), 0, 0, 0)  # for ps and tests
     gc.freeze()
     while True:
         message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
