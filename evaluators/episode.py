@@ -312,6 +312,20 @@ class Channel:
         return v
 
 
+class Frozen:
+    """A large argument that does not change between evaluations (a grounded task, a data set),
+    pickled once here and sent as those bytes every time: ``candidate.f(Frozen(task))`` gives
+    the candidate ``task``. Build it once per instance, not per call."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, value):
+        self.data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __reduce__(self):
+        return pickle.loads, (self.data,)
+
+
 class Remote:
     """A function (or any value) of the candidate's, used from the trusted side."""
 

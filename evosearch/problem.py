@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from evaluators.episode import Candidate, CandidateFailed, local_candidate  # noqa: F401  (part of the API)
+from evaluators.episode import Candidate, CandidateFailed, Frozen, local_candidate  # noqa: F401  (part of the API)
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "problems"
 ENTRY_POINT_GROUP = "evosearch.problems"

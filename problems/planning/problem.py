@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from evosearch.problem import Descriptor, InvalidOutput, Problem, ProblemError, Score
+from evosearch.problem import Descriptor, Frozen, InvalidOutput, Problem, ProblemError, Score
 from problems.planning import tasks
 from problems.planning.search import gbfs, heuristic_value
 
@@ -134,14 +134,15 @@ class Planning(Problem):
             bounds = json.loads((self.root / "upper_bounds.json").read_text())
         prefix = f"{self.domain}/{folder}" + ("" if level == "easy" else f"/{level}")
         return {f"{prefix}/{name}": {
-                    "grounded": g, "budget": self.budget,
+                    "grounded": g, "budget": self.budget, "wire": Frozen(g.task),
                     "upper_bound": bounds.get(f"{self.domain}/{folder}/{level}/{name}.pddl")}
                 for name, g in grounded.items()}
 
     def episode(self, instance, candidate):
         # The search and its budget run here; the candidate gets its own copy of the task once
         # and then only the states the search asks about.
-        return gbfs(candidate.heuristic, instance["grounded"].task, instance["budget"])
+        wire = instance["wire"]  # the task, pickled once per worker rather than once per evaluation
+        return gbfs(lambda task: candidate.heuristic(wire), instance["grounded"].task, instance["budget"])
 
     def probe_episode(self, instance, candidate):
         # GBFS only compares h values, so dense ranks over the fixed states (inf ranked last, as -1)
