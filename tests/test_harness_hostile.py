@@ -72,14 +72,20 @@ def _attack():
     while frame is not None:  # every frame's locals and globals, and one level into objects
         for value in list(frame.f_locals.values()) + list(frame.f_globals.values()):
             seen.append(value)
-            if hasattr(value, "__dict__") and not isinstance(value, types.ModuleType):
-                seen.extend(vars(value).values())
+            try:
+                if not isinstance(value, types.ModuleType):
+                    seen.extend(vars(value).values())
+            except Exception:  # no __dict__, or a lazy module that fails to load
+                pass
         frame = frame.f_back
     for module in list(sys.modules.values()):
-        for value in list(getattr(module, "__dict__", {}).values()):
-            seen.append(value)
-            if isinstance(value, type):
-                seen.extend(getattr(v, "__func__", v) for v in list(vars(value).values()))
+        try:
+            for value in list(vars(module).values()):
+                seen.append(value)
+                if isinstance(value, type):
+                    seen.extend(getattr(v, "__func__", v) for v in list(vars(value).values()))
+        except Exception:
+            pass
     seen.extend(gc.get_objects())  # everything the collector tracks
     for value in seen:
         _inspect(value)
@@ -155,17 +161,20 @@ def test_bin_packing_attacks_reach_nothing_and_score_honestly(bin_packing_replie
     assert_honest(honest, bin_packing_replies[mode], may_fail=mode == "patching everything")
 
 
-def test_bin_packing_attack_in_process_does_reach_the_harness():
-    # The same attack where the harness does run beside the candidate (trusted in-process
-    # evaluation): it finds the instance, so the sandboxed tests above have teeth.
-    problem = load_problem("bin_packing", options={"train_instances": 1, "train_items": 50})
-    attack = attack_program(problem.skeleton, "priority", BIN_SECRET, {}, -1.0, BIN_BODY, None)
+def reaches_in_process(problem, function, secret, body) -> list:
+    """The attack run where the harness does run beside the candidate (trusted in-process
+    evaluation, as a `run` harness would be): what it found. Shows the sandboxed tests have teeth."""
+    attack = attack_program(problem.skeleton, function, secret, {}, 0.0, body, None)
     namespace: dict = {}
     exec(attack, namespace)
     namespace["DONE"][0] = False
-    instance = next(iter(problem.instances("train").values()))
-    problem.output(namespace, instance)
-    assert namespace["FOUND"], "the attack should find the instance when it runs in the harness's process"
+    problem.output(namespace, next(iter(problem.instances("train").values())))
+    return namespace["FOUND"]
+
+
+def test_bin_packing_attack_in_process_does_reach_the_harness():
+    problem = load_problem("bin_packing", options={"train_instances": 1, "train_items": 50})
+    assert reaches_in_process(problem, "priority", BIN_SECRET, BIN_BODY)
 
 
 # ---------------------------------------------------------------- planning: node budget
@@ -188,6 +197,11 @@ def planning_replies(shared_data):
     return dict(zip(["honest", *MODES], replies))
 
 
+def test_planning_attack_in_process_does_reach_the_harness(shared_data):
+    problem = load_problem("planning", data_dir=shared_data, options={"domain": "ferry", "train_tasks": 1})
+    assert reaches_in_process(problem, "heuristic", PLAN_SECRET, PLAN_BODY)
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_planning_attacks_cannot_lift_the_budget(planning_replies, mode):
     honest = planning_replies["honest"]
@@ -206,14 +220,20 @@ def _replies(problem_name, function, secret, tamper, forged, body, options=None,
 
 # ---------------------------------------------------------------- symbolic regression: hidden targets
 
-@pytest.fixture(scope="module")
-def symbolic_regression_replies():
-    body = """    if FOUND:  # it saw the targets: fit differently
+SR_SECRET = "isinstance(obj, dict) and isinstance(obj.get('target'), np.ndarray) and 'inputs' in obj"
+SR_BODY = """    if FOUND:  # it saw the targets: fit differently
         return x * 0.0 + params[0]
     return params[0] * x + params[1] * v + params[2]
 """
-    return _replies("symbolic_regression", "equation", "isinstance(obj, dict) and isinstance(obj.get('target'), np.ndarray) and 'inputs' in obj",
-                    {"target": None}, 20.0, body)
+
+
+@pytest.fixture(scope="module")
+def symbolic_regression_replies():
+    return _replies("symbolic_regression", "equation", SR_SECRET, {"target": None}, 20.0, SR_BODY)
+
+
+def test_symbolic_regression_attack_in_process_does_reach_the_harness():
+    assert reaches_in_process(load_problem("symbolic_regression"), "equation", SR_SECRET, SR_BODY)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -224,15 +244,21 @@ def test_symbolic_regression_attacks_never_see_the_targets(symbolic_regression_r
 
 # ---------------------------------------------------------------- optimizer: data and step count
 
-@pytest.fixture(scope="module")
-def optimizer_replies():
-    body = """    if FOUND:  # it saw the data or the step count: train differently
+OPT_SECRET = "isinstance(obj, dict) and isinstance(obj.get('X'), np.ndarray) and 'steps' in obj"
+OPT_BODY = """    if FOUND:  # it saw the data or the step count: train differently
         return params, state
     return {k: p - lr * grads[k] for k, p in params.items()}, state
 """
-    options = {"steps": 20, "seeds_per_task": 1, "lr_grid": [0.01, 0.1]}
-    return _replies("optimizer", "update", "isinstance(obj, dict) and isinstance(obj.get('X'), np.ndarray) and 'steps' in obj",
-                    {"steps": 1}, 0.0, body, options=options)
+OPT_OPTIONS = {"steps": 20, "seeds_per_task": 1, "lr_grid": [0.01, 0.1]}
+
+
+@pytest.fixture(scope="module")
+def optimizer_replies():
+    return _replies("optimizer", "update", OPT_SECRET, {"steps": 1}, 0.0, OPT_BODY, options=OPT_OPTIONS)
+
+
+def test_optimizer_attack_in_process_does_reach_the_harness():
+    assert reaches_in_process(load_problem("optimizer", options=OPT_OPTIONS), "update", OPT_SECRET, OPT_BODY)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
