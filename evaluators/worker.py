@@ -35,6 +35,7 @@ from evaluators import sandbox
 from evaluators.confine import KernelLayers
 from evaluators.cascade import noise_repeats_of, stages_of
 from evaluators.hashing import DEFAULT_MANTISSA_BITS, functional_hash
+from evaluators.zygote import Zygote, run_episodes
 
 # Imported before any fork: warm for every candidate, and importable even where the
 # candidate's uid cannot read the Python installation (e.g. one under /root, no bubblewrap).
@@ -91,11 +92,25 @@ class Worker:
         for name in PRELOAD:
             __import__(name)
         self.problem = None
+        self.zygote = None
+        self.candidate_cpu_s = 0.0  # CPU of candidates reaped by the zygote (not this worker's children)
         self.stages, self.noise_repeats = stages_of(None), 1
         self.mantissa_bits = int(config.get("mantissa_bits") or DEFAULT_MANTISSA_BITS)
+        # Per-job scratch dirs live under one folder (bubblewrap: the private /tmp).
+        self.scratch_root = config.get("scratch_root") or tempfile.mkdtemp(prefix="evosearch-worker-")
+        os.chmod(self.scratch_root, 0o711)  # a candidate may reach its own dir, not list the others
+        # Landlock + seccomp, prepared once (before the zygote forks, which inherits them); each candidate applies them
+        if config.get("kernel") is not False:
+            self.kernel = KernelLayers(config.get("allow_read") or [], [self.scratch_root],
+                                       require=config.get("kernel") is True)
         if config.get("problem_folder"):
-            from evosearch.problem import load_problem
+            from evosearch.problem import load_problem, problem_class
 
+            cls = problem_class(config["problem_folder"])
+            if cls.interactive():
+                # Forked before the problem is built: candidate processes come from memory that
+                # never held an instance, a counter or the episode (see evaluators.zygote).
+                self.zygote = Zygote(preload=tuple(cls.preload), confine=self.kernel)
             self.problem = load_problem(config["problem_folder"], data_dir=config.get("data_dir"),
                                         seed=int(config.get("seed", 0)), options=config.get("options") or {})
             self.stages, self.noise_repeats = stages_of(self.problem), noise_repeats_of(self.problem)
@@ -103,18 +118,13 @@ class Worker:
                 self.mantissa_bits = int(getattr(self.problem, "mantissa_bits", DEFAULT_MANTISSA_BITS))
         self.splits = {"probe", "test"} | {s.split for s in self.stages}
         self._instances: dict[str, dict[str, Any]] = {}
-        # Per-job scratch dirs live under one folder (bubblewrap: the private /tmp).
-        self.scratch_root = config.get("scratch_root") or tempfile.mkdtemp(prefix="evosearch-worker-")
-        os.chmod(self.scratch_root, 0o711)  # a candidate may reach its own dir, not list the others
-        self.kernel = None  # Landlock + seccomp, prepared once; each candidate child applies them
-        if config.get("kernel") is not False:
-            self.kernel = KernelLayers(config.get("allow_read") or [], [self.scratch_root],
-                                       require=config.get("kernel") is True)
         gc.freeze()  # forked children do not drag the worker's objects through their collections
 
-    def limits(self, timeout_s: float | None = None, memory_mb: int | None = None) -> sandbox.Limits:
-        return sandbox.Limits(timeout_s=float(timeout_s or self.problem.timeout_s),
-                              memory_mb=int(memory_mb or self.problem.memory_mb), uid=self.uid, confine=self.kernel)
+    def limits(self, timeout_s: float | None = None, memory_mb: int | None = None,
+               split: str = "train") -> sandbox.Limits:
+        return sandbox.Limits(timeout_s=float(timeout_s or self.problem.timeout_for(split)),
+                              memory_mb=int(memory_mb or self.problem.memory_mb), uid=self.uid,
+                              confine=self.kernel)
 
     def instances(self, split: str) -> dict[str, Any]:
         if split not in self._instances:
@@ -188,6 +198,8 @@ class Worker:
     def ready_message(self) -> dict:
         return {"ready": True, "problem": self.problem.name if self.problem else None,
                 "timeout_s": self.problem.timeout_s if self.problem else None,
+                "split_timeouts": {s: self.problem.timeout_for(s) for s in sorted(self.splits)} if self.problem else {},
+                "interactive": self.zygote is not None,
                 "memory_mb": self.problem.memory_mb if self.problem else None, "pid": os.getpid(),
                 "isolation": self.isolation(), "cascade": [s.to_dict() for s in self.stages],
                 "noise_repeats": self.noise_repeats, "mantissa_bits": self.mantissa_bits}
@@ -204,13 +216,18 @@ class Worker:
         if not isinstance(code, str):
             raise ValueError("job has no code")
         instances = self.instances(split)
-        call = self.problem.probe if split == "probe" else self.problem.run
+        limits = self.limits(job.get("timeout_s"), job.get("memory_mb"), split)
         scratch = tempfile.mkdtemp(prefix="job-", dir=self.scratch_root)
         try:
             if self.uid is not None:
                 os.chown(scratch, self.uid, self.uid)
-            outcome = sandbox.run_child(code, call, instances, self.limits(job.get("timeout_s"), job.get("memory_mb")),
-                                        scratch)
+            if self.zygote is not None:  # interactive: the episode runs here, the candidate answers calls
+                episode = self.problem.probe_episode if split == "probe" else self.problem.episode
+                outcome, cpu_s = run_episodes(self.zygote, code, episode, instances, limits, scratch)
+                self.candidate_cpu_s += cpu_s
+            else:  # construction: the candidate's process computes the whole output
+                call = self.problem.probe if split == "probe" else self.problem.run
+                outcome = sandbox.run_child(code, call, instances, limits, scratch)
         finally:  # the job's folder, and anything a candidate of the worker's own uid left beside it
             sandbox.empty_folder(self.scratch_root)
         output = outcome.output + (f"\n[{outcome.output_dropped} more bytes dropped]" if outcome.output_dropped else "")
@@ -302,14 +319,14 @@ def main() -> None:
     _send(proto_out, ready)
 
     for line in proto_in:  # EOF: the pool (or the driver) is gone
-        start, cpu = time.monotonic(), _cpu_s()
+        start, cpu = time.monotonic(), _cpu_s() + worker.candidate_cpu_s
         try:
             reply = worker.handle(json.loads(line))
         except Exception as e:  # a bad job or a problem bug: answer, stay alive
             reply = {"status": "crash", "reason": sandbox.one_line(f"worker error: {type(e).__name__}: {e}"),
                      "score": None, "descriptors": {}, "metrics": {}, "functional_hash": None,
                      "eval_s": time.monotonic() - start, "output": ""}
-        reply["cpu_s"] = _cpu_s() - cpu
+        reply["cpu_s"] = _cpu_s() + worker.candidate_cpu_s - cpu
         sys.stdout.flush()
         _send(proto_out, reply)
 

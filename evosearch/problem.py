@@ -6,11 +6,26 @@ A problem is a folder holding two files:
   ``# EVOLVE-BLOCK-END`` is what evolution may change; every top-level function
   there is an evolvable function.
 * ``problem.py``: one subclass of :class:`Problem`: instance sets per split,
-  the sandbox-side ``run`` and the trusted ``score`` / ``aggregate``.
+  the harness in one of two forms, and the trusted ``score`` / ``aggregate``.
 
-Trust boundary: ``run`` executes inside the sandbox next to the candidate and
-must return plain data (JSON types); ``score`` and ``aggregate`` run in trusted
-code on the instance the trusted side holds and on that plain data only.
+The two forms of the harness (define exactly one):
+
+* ``episode(instance, candidate)`` -- **interactive, the default choice.** Runs on the
+  trusted side and owns the episode: it keeps the instance, the state, budgets and
+  counters, and asks the candidate for decisions (``candidate.priority(item, bins)``),
+  getting back plain data. The candidate's process holds only its program and the
+  arguments it was sent, so no frame walking, ``gc`` scan or code patching there can
+  see future inputs, lift a budget or change a counter. Use it whenever the rules say
+  what the candidate may see or how often it may be asked (online order, node budgets,
+  training steps, held-out targets).
+* ``run(program, instance)`` -- **construction.** Runs inside the sandbox next to the
+  candidate, which can read and change everything there, including the whole
+  instance. Use it only when the candidate legitimately computes the whole output
+  from the whole instance (e.g. a circle packing from ``n``) and ``score`` checks
+  everything that matters.
+
+Either way ``score`` and ``aggregate`` run in trusted code on the instance the trusted
+side holds and on the harness's plain-data output.
 Nothing here imports the engine, so a problem can be loaded by a bare worker.
 """
 from __future__ import annotations
@@ -24,6 +39,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from evaluators.episode import Candidate, CandidateFailed, Frozen, local_candidate  # noqa: F401  (part of the API)
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "problems"
 ENTRY_POINT_GROUP = "evosearch.problems"
@@ -61,16 +78,20 @@ class Problem(abc.ABC):
     """Base class of every problem; subclass it in ``problem.py``.
 
     Subclasses set ``name``, ``description`` and ``descriptors`` and implement
-    ``instances``, ``run`` and ``score``; ``aggregate`` and ``probe`` have
-    defaults. Construction must be cheap and deterministic for a given
-    ``(data_dir, seed)``: every evaluator worker builds its own copy.
+    ``instances``, ``score`` and one harness: ``episode`` (interactive, trusted) or
+    ``run`` (construction, sandboxed); ``aggregate`` and the probes have defaults.
+    Construction must be cheap and deterministic for a given ``(data_dir, seed)``:
+    every evaluator worker builds its own copy.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     descriptors: ClassVar[tuple[Descriptor, ...]] = ()
-    timeout_s: ClassVar[float] = 10.0  # wall-clock deadline of one evaluation
+    timeout_s: ClassVar[float] = 10.0  # wall-clock deadline of one evaluation (see timeout_for)
     memory_mb: ClassVar[int] = 1024  # address-space limit of the candidate process
+    # Interactive form: modules the candidate's process imports before it drops privileges
+    # (e.g. the classes of what an episode sends it, if the candidate's uid cannot read them).
+    preload: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, data_dir: str | Path | None = None, seed: int = 0):
         self.data_dir = Path(data_dir) if data_dir else None
@@ -83,20 +104,63 @@ class Problem(abc.ABC):
     def skeleton(self) -> str:
         return (self.folder / "skeleton.py").read_text()
 
+    def timeout_for(self, split: str) -> float:
+        """The deadline of one evaluation on ``split``; override when splits differ in size."""
+        return self.timeout_s
+
     @abc.abstractmethod
     def instances(self, split: str) -> dict[str, Any]:
         """Instances by name for split "probe" (small, for functional hashing),
         "train" (what evolution optimizes) or "test" (held out, reported)."""
 
-    @staticmethod
-    @abc.abstractmethod
-    def run(program: dict[str, Any], instance: Any) -> Any:
-        """Sandbox side: call the candidate's functions (``program`` is the
-        namespace of the executed candidate) on one instance; return JSON data."""
+    # ------------------------------------------------------------------ interactive form (trusted)
+
+    def episode(self, instance: Any, candidate: Candidate) -> Any:
+        """Trusted side: play one instance, asking ``candidate.<function>(*args)`` for each
+        decision (``candidate.<function>.map([args, ...])`` asks several independent ones in one
+        round trip); return the output for ``score`` (any data). Send only what the candidate
+        may see. A failure of the candidate ends the episode by itself; raise InvalidOutput
+        (or any exception) to reject an answer."""
+        raise NotImplementedError
+
+    def probe_episode(self, instance: Any, candidate: Candidate) -> Any:
+        """Trusted side: outputs on a probe instance, hashed for dedup (JSON data)."""
+        return self.episode(instance, candidate)
+
+    # ------------------------------------------------------------------ construction form (sandboxed)
+
+    def run(self, program: dict[str, Any], instance: Any) -> Any:
+        """Sandbox side: call the candidate's functions (``program`` is the namespace of the
+        executed candidate) on one instance; return JSON data. The candidate can read and
+        change anything here: enforce no rule in it (use ``episode``). Define it as a static
+        method. (On an interactive problem this plays the episode in this process, for trusted
+        code only, like ``output``.)"""
+        if self.interactive():
+            return self.output(program, instance)
+        raise NotImplementedError(f"{type(self).__name__} defines neither episode nor run")
 
     def probe(self, program: dict[str, Any], instance: Any) -> Any:
         """Sandbox side: outputs on a probe instance, hashed for dedup."""
+        if self.interactive():
+            return self.output(program, instance, "probe")
         return self.run(program, instance)
+
+    @classmethod
+    def interactive(cls) -> bool:
+        """True for the interactive form (``episode`` defined), False for construction (``run``)."""
+        return cls.episode is not Problem.episode
+
+    def output(self, program: dict[str, Any] | str, instance: Any, split: str = "train") -> Any:
+        """The harness's output for a *trusted* program (a namespace or source) in this process,
+        in either form: for baselines and tests. Candidates go through the evaluators."""
+        if self.interactive():
+            candidate = local_candidate(program)
+            return (self.probe_episode if split == "probe" else self.episode)(instance, candidate)
+        if isinstance(program, str):
+            namespace: dict[str, Any] = {}
+            exec(compile(program, "<program>", "exec"), namespace)
+            program = namespace
+        return (self.probe if split == "probe" else self.run)(program, instance)
 
     @abc.abstractmethod
     def score(self, instance: Any, output: Any) -> dict[str, float]:
@@ -117,7 +181,7 @@ def evaluate_trusted(problem: Problem, code: str, split: str) -> tuple[Score, di
     Only for code you trust (baselines, tests): candidates always go through the evaluators."""
     namespace: dict[str, Any] = {}
     exec(compile(code, "<program>", "exec"), namespace)
-    per_instance = {name: problem.score(inst, problem.run(namespace, inst))
+    per_instance = {name: problem.score(inst, problem.output(namespace, inst, split))
                     for name, inst in problem.instances(split).items()}
     return problem.aggregate(per_instance), per_instance
 
@@ -143,7 +207,16 @@ def _import_folder(folder: Path) -> type[Problem]:
                and c.__module__ == module.__name__]
     if len(classes) != 1:
         raise ProblemError(f"{folder / 'problem.py'} must define exactly one Problem subclass, found {len(classes)}")
-    return classes[0]
+    cls = classes[0]
+    if cls.interactive() == (cls.run is not Problem.run):
+        raise ProblemError(f"{folder / 'problem.py'}: {cls.__name__} must define exactly one harness: "
+                           "episode(instance, candidate) (interactive) or run(program, instance) (construction)")
+    return cls
+
+
+def problem_class(ref: str | Path) -> type[Problem]:
+    """The Problem subclass of a reference, imported but not built (no instance is read)."""
+    return _import_folder(resolve_folder(ref))
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:

@@ -2,8 +2,9 @@
 
 The template is curve fitting (symbolic regression in miniature): evolve
 ``curve(x)`` to match noisy samples of a hidden function. Every part a problem
-needs is there and commented: the skeleton with its EVOLVE-BLOCK, the sandbox
-side ``run``, the trusted ``score``, descriptors with fixed ranges, a probe
+needs is there and commented: the skeleton with its EVOLVE-BLOCK, the trusted
+harness ``episode`` (interactive: it asks the candidate for ``curve(x)`` and never
+sends it the targets), the trusted ``score``, descriptors with fixed ranges, a probe
 split, seeded instance generators, a README and a pytest file. The user edits
 it into their own problem.
 """
@@ -31,9 +32,10 @@ PROBLEM = '''\
 """{name}: fit a curve to points (a template written by `evosearch new-problem`).
 
 Evolve ``curve(x)``; the score is minus the mean squared error against noisy
-samples of a hidden target. Edit the generator, ``run`` and ``score`` into your
-own problem; keep ``run`` small (it runs in the sandbox, next to the candidate)
-and put every check in ``score`` (it runs in trusted code).
+samples of a hidden target. Edit the generator, ``episode`` and ``score`` into your
+own problem. Both run in trusted code: ``episode`` owns the instance and asks the
+candidate's process (a sandbox) only for decisions, sending it only what it may see;
+``score`` believes nothing and checks everything.
 """
 from __future__ import annotations
 
@@ -87,12 +89,15 @@ class {cls}(Problem):
                     for i in range(2)}}
         return {{"test_0": samples(self.points, -1.5, 1.5, self.noise, 1000 * self.seed + 500)}}
 
-    @staticmethod
-    def run(program, instance):
-        # Sandbox side: ``program`` is the candidate's namespace. Return plain JSON data only.
-        # Instances reach the sandbox: never put there what the candidate must not see.
+    def episode(self, instance, candidate):
+        # Trusted side: runs in the evaluation worker, not next to the candidate. Each
+        # candidate.<function>(args) sends only its arguments to the candidate's sandboxed
+        # process (here x, never y) and returns its answer as plain data (numbers, lists, dicts,
+        # numpy arrays); .map([args, ...]) asks several independent calls in one round trip.
+        # Keep budgets, counters and hidden data here: the candidate can read anything in its
+        # own process, nothing in this one. Return what ``score`` checks.
         x = np.asarray(instance["x"], dtype=float)
-        return np.asarray(program["curve"](x), dtype=float).reshape(-1).tolist()
+        return np.asarray(candidate.curve(x), dtype=float).reshape(-1).tolist()
 
     def score(self, instance, output):
         # Trusted side: believe nothing; check the output, then measure it.
@@ -133,8 +138,9 @@ def program(code):
 
 
 def evaluate(problem, code, split):
+    # In this process, for trusted code only (the tests' own programs); candidates go through the sandbox.
     ns = program(code)
-    per_instance = {{n: problem.score(i, problem.run(ns, i)) for n, i in problem.instances(split).items()}}
+    per_instance = {{n: problem.score(i, problem.output(ns, i)) for n, i in problem.instances(split).items()}}
     return problem.aggregate(per_instance)
 
 
@@ -167,24 +173,37 @@ def test_probe_tells_different_curves_apart():
 
     def hash_of(code):
         ns = program(code)
-        return functional_hash({{n: problem.probe(ns, i) for n, i in probes.items()}})
+        return functional_hash({{n: problem.output(ns, i, "probe") for n, i in probes.items()}})
 
     seed = problem.skeleton
     assert hash_of(seed.replace("1.0 * x", "x * 1.0")) == hash_of(seed)
     assert hash_of(seed.replace("1.0 * x", "2.0 * x")) != hash_of(seed)
 
 
-def test_the_seed_runs_in_the_sandbox():
-    async def main():
+PEEK = """
+def curve(x):
+    import gc
+    for obj in gc.get_objects():  # a candidate looking for the targets it must not see
+        if isinstance(obj, dict) and isinstance(obj.get("y"), list) and len(obj["y"]) == len(x):
+            return np.asarray(obj["y"])
+    return 1.0 * x
+"""
+
+
+def test_the_seed_runs_in_the_sandbox_and_the_targets_stay_out_of_reach():
+    async def main(codes):
         pool = WorkerPool(FOLDER, workers=1)
         await pool.start()
         try:
-            return await pool.run(load_problem(FOLDER).skeleton, "train")
+            return [await pool.run(code, "train") for code in codes]
         finally:
             await pool.close()
 
-    reply = asyncio.run(main())
-    assert reply["status"] == "ok", reply["reason"]
+    seed = load_problem(FOLDER).skeleton
+    peek = seed[:seed.index("def curve")] + PEEK.lstrip() + seed[seed.index("# EVOLVE-BLOCK-END"):]
+    honest, peeking = asyncio.run(main([seed, peek]))
+    assert honest["status"] == "ok", honest["reason"]
+    assert peeking["score"] == honest["score"]  # it found nothing, so it is the seed
 '''
 
 README = '''\
@@ -202,10 +221,10 @@ pytest {name}                                           # the folder's own tests
 | file | what |
 |---|---|
 | `skeleton.py` | the seed program; code between `# EVOLVE-BLOCK-START` and `# EVOLVE-BLOCK-END` evolves |
-| `problem.py` | one `Problem` subclass: instances per split (`probe`, `train`, `test`), `run` (sandbox side), \
-`score` (trusted), descriptors |
+| `problem.py` | one `Problem` subclass: instances per split (`probe`, `train`, `test`), `episode` (trusted: \
+asks the sandboxed candidate for `curve(x)`, never sends it y), `score` (trusted), descriptors |
 | `test_problem.py` | the seed scores, instances are seeded, bad outputs are rejected, probes separate programs, \
-the sandbox runs it |
+the sandbox runs it and a candidate scanning its process for the targets finds nothing |
 
 Descriptors (MAP-Elites axes, fixed ranges): `roughness` in [0, 0.2] (mean absolute second difference of the
 predictions over the spread of y) and `bias` in [-0.5, 0.5] (mean residual over the spread of y).

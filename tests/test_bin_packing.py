@@ -14,7 +14,7 @@ def first_fit(item, bins):
 
 
 def excess_pct(problem, heuristic, instances):
-    per = {name: problem.score(inst, problem.run({"priority": heuristic}, inst)) for name, inst in instances.items()}
+    per = {name: problem.score(inst, problem.output({"priority": heuristic}, inst)) for name, inst in instances.items()}
     return problem.aggregate(per).metrics["excess_pct"]
 
 

@@ -58,8 +58,11 @@ def run(loop, pool, code, split="train", **limits):
 
 
 def leftovers(pool) -> list:
-    """Processes below the workers: after a job there must be none."""
-    return [p for pid in pool.pids for p in psutil.Process(pid).children(recursive=True)]
+    """Processes below the workers: after a job there must be none (but each worker's zygote, its
+    direct child that forks the candidates of interactive problems: see evaluators/zygote.py)."""
+    from evaluators.zygote import NAME
+    return [p for pid in pool.pids for p in psutil.Process(pid).children(recursive=True)
+            if not (p.ppid() == pid and p.name() == NAME[:15])]
 
 
 def in_process(split: str, code: str = BEST_FIT):
@@ -67,7 +70,7 @@ def in_process(split: str, code: str = BEST_FIT):
     namespace = {}
     exec(code, namespace)
     instances = problem.instances(split)
-    return problem.aggregate({name: problem.score(inst, problem.run(namespace, inst))
+    return problem.aggregate({name: problem.score(inst, problem.output(namespace, inst))
                               for name, inst in instances.items()})
 
 

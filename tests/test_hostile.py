@@ -50,7 +50,7 @@ def in_process_score(priority) -> float:
     """Trusted score of a harmless (test-written) priority function, no sandbox."""
     problem = load_problem("bin_packing", options=OPTIONS)
     instances = problem.instances("train")
-    return problem.aggregate({name: problem.score(inst, problem.run({"priority": priority}, inst))
+    return problem.aggregate({name: problem.score(inst, problem.output({"priority": priority}, inst))
                               for name, inst in instances.items()}).score
 
 
@@ -93,7 +93,9 @@ def active(pool, layer: str) -> bool:
 
 
 def leftovers(pool) -> list:
-    below = [p for pid in pool.pids for p in psutil.Process(pid).children(recursive=True)]
+    from evaluators.zygote import NAME  # each worker's zygote (interactive problems) is no leftover
+    below = [p for pid in pool.pids for p in psutil.Process(pid).children(recursive=True)
+             if not (p.ppid() == pid and p.name() == NAME[:15])]
     uids = set(pool.candidate_uids)
     owned = [p for p in psutil.process_iter(["uids"]) if uids and p.info["uids"] and p.info["uids"].real in uids]
     return below + owned
@@ -288,7 +290,8 @@ def test_forged_result_lines_on_stdout_are_not_believed(loop, sandbox, secrets):
 
 def test_forged_result_on_its_own_pipe(loop, sandbox, secrets):
     result = attack(loop, sandbox, secrets, program(prelude='import os\nos.write(3, b"{\\"status\\": \\"ok\\"")'))
-    assert result.status == "crash" and result.reason == "garbage on the result pipe"
+    # fd 3 is the interactive harness's socket (evaluators/zygote.py): garbage there is a recorded failure.
+    assert result.status in ("crash", "invalid") and result.score is None
     # Well-formed, but a packing that puts every item in bin 0: the trusted scorer checks it.
     forge = '''
         import json, os, sys
@@ -301,7 +304,7 @@ def test_forged_result_on_its_own_pipe(loop, sandbox, secrets):
         os._exit(0)
     '''
     result = attack(loop, sandbox, secrets, program(forge))
-    assert result.status == "invalid" and result.score is None
+    assert result.status != "ok" and result.score is None  # no frame holds the instances: nothing to forge from
 
 
 # ---------------------------------------------------------------- tampering with the harness
@@ -311,14 +314,16 @@ def test_monkeypatched_builtins(loop, sandbox, secrets):
     # The sandbox's harness now sends every item to bin 0; the trusted scorer sees the overflow.
     prelude = "import builtins\nbuiltins.int = lambda *a, **k: 0"
     result = attack(loop, sandbox, secrets, program(prelude=prelude))
-    assert result.status == "invalid" and "> capacity" in result.reason
+    # The harness runs in the trusted worker (interactive problem): only the candidate's own process breaks.
+    assert result.status != "ok" or result.score == HONEST
 
 
 def test_monkeypatched_numpy(loop, sandbox, secrets):
     # Every bin looks feasible to the sandbox's harness; the trusted scorer still checks capacity.
     result = attack(loop, sandbox, secrets, program("return np.zeros(len(bins))",
                                                     "np.flatnonzero = lambda mask: np.arange(len(mask))"))
-    assert result.status == "invalid" and "> capacity 100" in result.reason
+    # The trusted harness's numpy is not the candidate's: all-equal priorities simply pack first-fit.
+    assert result.status == "ok" and result.score == in_process_score(lambda item, bins: np.zeros(len(bins)))
 
 
 def test_monkeypatched_scoring_harness(loop, sandbox, secrets):
@@ -350,7 +355,7 @@ def test_shortened_instance(loop, sandbox, secrets):
         return -(bins - item)
     '''
     result = attack(loop, sandbox, secrets, program(body))
-    assert result.status == "invalid" and "expected a bin index for each of 200 items" in result.reason
+    assert result.status == "ok" and result.score == HONEST  # no frame of the candidate's holds the items
 
 
 def test_huge_output(loop, sandbox, secrets):
@@ -365,7 +370,7 @@ def test_huge_output(loop, sandbox, secrets):
         return -(bins - item)
     '''
     result = attack(loop, sandbox, secrets, program(body, prelude="padded = []"), memory_mb=1024, timeout_s=10)
-    assert result.status == "invalid" and result.reason == "output exceeds 64 MiB"
+    assert result.status == "ok" and result.score == HONEST  # the assignment lives in the trusted worker
 
 
 # ---------------------------------------------------------------- strange return values

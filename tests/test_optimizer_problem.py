@@ -101,14 +101,14 @@ def update(params, grads, state, step, lr):
 '''
     instances = list(problem.instances("train").values())[::9]
     for source in (None, noisy):
-        first = [problem.run(program(problem, source), inst) for inst in instances]
-        again = [problem.run(program(problem, source), inst) for inst in instances]
+        first = [problem.output(program(problem, source), inst) for inst in instances]
+        again = [problem.output(program(problem, source), inst) for inst in instances]
         assert first == again
 
 
 def test_outputs_survive_strict_json(problem):
     inst = next(iter(problem.instances("probe").values()))
-    out = problem.run(program(problem), inst)
+    out = problem.output(program(problem), inst)
     wire = json.loads(json.dumps(out, allow_nan=False))
     assert problem.score(inst, wire) == problem.score(inst, out)
 
@@ -123,7 +123,7 @@ def test_probe_merges_reassociated_rules_and_separates_tuned_ones(problem):
     def probe(code):
         namespace = {}
         exec(code, namespace)
-        return {name: problem.probe(namespace, inst) for name, inst in problem.instances("probe").items()}
+        return {name: problem.output(namespace, inst, "probe") for name, inst in problem.instances("probe").items()}
 
     reference = probe(seed)
     assert probe(same) == reference
@@ -138,7 +138,7 @@ def update(params, grads, state, step, lr):
     ns = program(problem, explode)
     per_instance = {}
     for name, inst in problem.instances("probe").items():
-        out = problem.run(ns, inst)
+        out = problem.output(ns, inst)
         assert set(out) == {"diverged_at_step"}
         per_instance[name] = problem.score(inst, out)
         assert per_instance[name]["score"] == -1.0
@@ -183,7 +183,7 @@ def test_score_rejects_bad_outputs(problem, mutate, reason):
 ])
 def test_run_names_a_broken_update_contract(problem, source, reason):
     with pytest.raises(ValueError, match=reason):
-        problem.run(program(problem, source), problem.instances("probe")["probe_softmax_lr0.01"])
+        problem.output(program(problem, source), problem.instances("probe")["probe_softmax_lr0.01"])
 
 
 def test_splits_hold_out_seeds_and_a_task(problem):

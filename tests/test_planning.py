@@ -4,6 +4,7 @@ import asyncio
 import math
 import sys
 from collections import deque
+from types import SimpleNamespace
 
 import pytest
 
@@ -141,7 +142,7 @@ def ferry_instance(problems):
 def solve(problem, instance):
     namespace = {}
     exec(problem.skeleton, namespace)
-    return problem.run(namespace, instance)
+    return problem.output(namespace, instance)
 
 
 def test_a_found_plan_is_replayed_and_calls_are_clamped(problems, ferry_instance):
@@ -199,7 +200,7 @@ def test_probe_ranks_dedup_monotone_rewrites(problems):
     def outputs(source):
         namespace = {}
         exec(program(problem, source), namespace)
-        return [problem.probe(namespace, inst) for inst in probe.values()]
+        return [problem.output(namespace, inst, "probe") for inst in probe.values()]
 
     goal_count = outputs("def heuristic(task):\n    return lambda s: len(task.goals - s)\n")
     assert goal_count == outputs("def heuristic(task):\n    return lambda s: 3.5 * len(task.goals - s) + 1\n")
@@ -238,12 +239,103 @@ def test_sandboxed_scores_match_in_process(pool, problems):
     ("    return lambda s: float('nan')\n", "crash", "NaN"),
     ("    return lambda s: 'far'\n", "crash", "must return a number, not str"),
     ("    return 7\n", "crash", "must return a callable"),
-    # A heuristic that loosens the task it is handed finds plans the real task rejects.
-    ("    for op in task.operators:\n        op.preconditions = frozenset()\n"
-     "    return lambda s: len(task.goals - s)\n", "invalid", "not applicable"),
 ])
 def test_bad_heuristics_fail_with_a_reason(pool, problems, body, status, reason):
     loop, pool = pool
     code = program(problems("ferry"), "def heuristic(task):\n" + body)
     reply = loop.run_until_complete(pool.run(code, "train"))
     assert reply["status"] == status and reason in reply["reason"], reply
+
+
+def test_loosening_its_copy_of_the_task_changes_nothing(pool, problems):
+    # The search runs on the trusted side's task: the candidate's copy is only its input.
+    loop, pool = pool
+    problem = problems("ferry")
+    loosened = program(problem, "def heuristic(task):\n    for op in task.operators:\n"
+                                "        op.preconditions = frozenset()\n    return lambda s: len(task.goals - s)\n")
+    honest = loop.run_until_complete(pool.run(problem.skeleton, "train"))
+    reply = loop.run_until_complete(pool.run(loosened, "train"))
+    assert reply["status"] == "ok" and reply["score"] == honest["score"], reply
+
+
+@pytest.mark.parametrize("domain", ["ferry", "blocksworld", "childsnack"])
+def test_batched_search_is_pyperplans_gbfs(problems, domain):
+    # The trusted search batches each expansion's evaluations; plans and counts must be exactly
+    # those of pyperplan's own greedy_best_first_search with a counting heuristic.
+    from pyperplan.heuristics.relaxation import hFFHeuristic
+    from pyperplan.search import greedy_best_first_search
+
+    from problems.planning.search import gbfs, heuristic_value
+
+    class Exhausted(Exception):
+        pass
+
+    for instance in list(problems(domain).instances("train").values())[:4]:
+        task = instance["grounded"].task
+        for name, make in (("goal count", lambda t: (lambda s: len(t.goals - s))),
+                           ("hFF", lambda t: (lambda s, ff=hFFHeuristic(t): ff(SimpleNamespace(state=s))))):
+            for budget in (50, 400):
+                h, calls = make(task), [0]
+
+                def counted(node, h=h, calls=calls, budget=budget):
+                    if calls[0] >= budget:
+                        raise Exhausted
+                    calls[0] += 1
+                    return heuristic_value(h(node.state))
+                try:
+                    found = greedy_best_first_search(task, counted)
+                    expected = {"plan": None if found is None else [op.name for op in found], "evaluations": calls[0]}
+                except Exhausted:
+                    expected = {"plan": None, "evaluations": budget}
+                assert gbfs(make, task, budget) == expected, (domain, name, budget)
+
+
+def medium_data(shared_data, tmp_path, domain="ferry", count=3):
+    """A data dir laid out like the IPC 2023 repository, whose testing/medium holds ``count`` tasks
+    (copies of easy ones: the shared data holds only the easy level)."""
+    src = shared_data / tasks.IPC_FOLDER
+    root = tmp_path / tasks.IPC_FOLDER
+    (root / domain / "testing" / "medium").mkdir(parents=True)
+    (root / domain / "domain.pddl").symlink_to(src / domain / "domain.pddl")
+    (root / domain / "training").symlink_to(src / domain / "training")
+    (root / domain / "testing" / "easy").symlink_to(src / domain / "testing" / "easy")
+    for name in tasks.task_files(src, domain, "testing")[:count]:
+        (root / domain / "testing" / "medium" / f"{name}.pddl").symlink_to(src / domain / "testing" / "easy" / f"{name}.pddl")
+    return tmp_path
+
+
+def test_held_out_level_is_an_option_with_its_own_deadline(shared_data, tmp_path):
+    data = medium_data(shared_data, tmp_path)
+    easy = load_problem("planning", data_dir=data, options={"domain": "ferry"})
+    medium = load_problem("planning", data_dir=data, options={"domain": "ferry", "test_level": "medium"})
+    assert list(medium.instances("test")) == [f"ferry/testing/medium/p0{i}" for i in (1, 2, 3)]
+    # Same tasks on disk (copies), so the same search outcomes; only names and bounds differ.
+    assert all(inst["upper_bound"] is None for inst in medium.instances("test").values())
+    # Deadlines per split: the same allowance per task, scaled by level; training keeps its 120 s.
+    assert easy.timeout_for("train") == medium.timeout_for("train") == 120.0
+    assert easy.timeout_for("test") == 12.0 * 30 and medium.timeout_for("test") == 12.0 * 3 * 4
+    with pytest.raises(ProblemError, match="no hard testing tasks of 'ferry'"):
+        load_problem("planning", data_dir=data, options={"domain": "ferry", "test_level": "hard"})
+    with pytest.raises(ProblemError, match="test_level must be one of easy, medium, hard"):
+        load_problem("planning", data_dir=data, options={"domain": "ferry", "test_level": "expert"})
+
+
+def test_the_pool_gives_each_split_its_deadline(shared_data, tmp_path):
+    data = medium_data(shared_data, tmp_path)
+
+    async def go():
+        pool = WorkerPool("planning", data_dir=data, workers=1, options={"domain": "ferry", "test_level": "medium",
+                                                                         "task_timeout_s": 0.5})
+        await pool.start()
+        try:
+            # A heuristic that sleeps 0.2 s per call: too slow for 3 medium tasks at 0.5 s x 4 each.
+            slow = program(load_problem("planning", data_dir=data, options={"domain": "ferry"}),
+                           "def heuristic(task):\n    import time\n"
+                           "    return lambda s: time.sleep(0.2) or len(task.goals - s)\n")
+            return pool.info["split_timeouts"], await pool.run(slow, "test")
+        finally:
+            await pool.close()
+
+    timeouts, reply = asyncio.run(go())
+    assert timeouts == {"probe": 1.5, "train": 5.0, "test": 6.0}
+    assert reply["status"] == "timeout" and "6 s" in reply["reason"], reply

@@ -31,7 +31,7 @@ def test_the_seed_is_a_straight_line_with_zero_roughness(folder):
     ns: dict = {}
     exec(problem.skeleton, ns)
     instance = problem.instances("train")["train_0"]
-    metrics = problem.score(instance, problem.run(ns, instance))
+    metrics = problem.score(instance, problem.output(ns, instance))
     assert abs(metrics["roughness"]) < 1e-9 and metrics["score"] < 0
 
 

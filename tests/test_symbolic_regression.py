@@ -135,7 +135,7 @@ def test_probe_dedups_reparametrized_equations(duffing):
     def probe(source):
         namespace = {}
         exec(program(duffing, source), namespace)
-        return duffing.probe(namespace, instance)
+        return duffing.output(namespace, instance, "probe")
 
     header = "def equation(x: np.ndarray, v: np.ndarray, params: np.ndarray) -> np.ndarray:\n"
     linear = probe(header + "    return params[0] * x + params[1] * v + params[2]\n")

@@ -1,7 +1,8 @@
 """FunSearch's online bin packing (Romera-Paredes et al., Nature 2024).
 
-Evolve ``priority(item, bins)``; the harness puts each item into the feasible
-bin of highest priority. Score = minus the mean number of bins used; the
+Evolve ``priority(item, bins)``; the harness (interactive, trusted) puts each item
+into the feasible bin of highest priority, asking the candidate for the priorities
+of one item at a time: it never sees the items to come. Score = minus the mean number of bins used; the
 report adds the excess over the L1 bound ceil(sum(items) / capacity).
 """
 from __future__ import annotations
@@ -44,8 +45,7 @@ def probe_states(instance: dict, every: int = 10) -> list[dict]:
     bins one by one. Then every ``every``-th (item, bins) pair that a Best-Fit
     packing of ``instance`` meets, for rules that look at bins jointly."""
     capacity, items = instance["capacity"], instance["items"]
-    # Bins as float arrays, not lists: a forked sandbox child then reads a few buffers instead of
-    # touching (and copying on write) thousands of Python number objects.
+    # Bins as float arrays, not lists: they travel to the candidate as raw buffers.
     states = [{"item": size, "bins": np.arange(size, capacity + 1, dtype=float)} for size in range(1, capacity + 1)]
     bins = np.full(len(items), capacity, dtype=float)
     for k, item in enumerate(items):
@@ -56,8 +56,9 @@ def probe_states(instance: dict, every: int = 10) -> list[dict]:
     return states
 
 
-def _priorities(priority, item, bins: np.ndarray) -> np.ndarray:
-    scores = np.asarray(priority(item, bins), dtype=float).reshape(-1)
+def _priorities(answer, bins: np.ndarray) -> np.ndarray:
+    """The candidate's answer as one finite-or-inf score per bin (trusted side)."""
+    scores = np.asarray(answer, dtype=float).reshape(-1)
     if scores.shape != bins.shape:
         raise ValueError(f"priority returned {scores.shape[0]} scores for {bins.shape[0]} bins")
     return np.where(np.isnan(scores), -np.inf, scores)  # a NaN priority never wins a bin
@@ -95,25 +96,26 @@ class BinPacking(Problem):
             return {name: probe_states(inst) for name, inst in generated.items()}
         return generated
 
-    @staticmethod
-    def run(program, instance):
-        priority = program["priority"]
+    def episode(self, instance, candidate):
+        # Online: the candidate sees one item and the bins it fits in, never the items to come.
+        priority = candidate.priority
         capacity, items = instance["capacity"], instance["items"]
         bins = np.full(len(items), capacity, dtype=float)  # every bin that could ever be opened
         assignment = []
         for item in items:
             feasible = np.flatnonzero(bins >= item)
-            choice = int(feasible[np.argmax(_priorities(priority, item, bins[feasible]))])
+            open_bins = bins[feasible]
+            choice = int(feasible[np.argmax(_priorities(priority(item, open_bins), open_bins))])
             bins[choice] -= item
             assignment.append(choice)
         return assignment
 
-    def probe(self, program, states):
+    def probe_episode(self, states, candidate):
         # Dense ranks of the priorities within each state: equal exactly when two rules order (and tie)
         # the bins alike, whatever their scale, so Best Fit and any monotone rewrite of it share one hash.
-        # One lexsort ranks every state at once (a per-state np.unique cost more than the calls).
-        scores = [_priorities(program["priority"], state["item"], np.array(state["bins"], dtype=float))  # a copy
-                  for state in states]
+        # All states go in one round trip; one lexsort ranks every state at once.
+        answers = candidate.priority.map([(state["item"], state["bins"]) for state in states])
+        scores = [_priorities(answer, state["bins"]) for answer, state in zip(answers, states)]
         flat = np.concatenate(scores)
         owner = np.repeat(np.arange(len(scores)), [len(s) for s in scores])
         order = np.lexsort((flat, owner))

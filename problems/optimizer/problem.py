@@ -1,7 +1,7 @@
 """Optimizer discovery in the spirit of Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms").
 
 Evolve ``update(params, grads, state, step, lr) -> (new_params, new_state)``. The
-harness trains small numpy models with seeded minibatches on scikit-learn's bundled
+harness (interactive, trusted: the candidate's process never holds the data) trains small numpy models with seeded minibatches on scikit-learn's bundled
 data sets (no download) for a fixed number of steps and returns the final parameters;
 the trusted scorer recomputes the full training loss from them. Score = minus the
 log-scaled normalized loss at the best lr of a grid, averaged over tasks and seeds.
@@ -206,12 +206,12 @@ class Optimizer(Problem):
         return {f"{task}_s{base + s}_lr{lr:g}": make_instance(task, base + s, lr, self.steps, self.batch_size)
                 for task in SPLIT_TASKS[split] for s in range(self.seeds_per_task) for lr in self.lr_grid}
 
-    @staticmethod
-    def run(program, instance):
-        update = program["update"]
-        # A rule that draws random numbers still gives reproducible outputs.
-        np.random.seed(instance["seed"])
-        random.seed(instance["seed"])
+    def episode(self, instance, candidate):
+        # Interactive: the data, the minibatches, the gradients and the step count stay here;
+        # the candidate's update only sees what an optimizer sees. (Its process seeds random and
+        # numpy's global generator before the program runs: a rule that draws random numbers
+        # still gives reproducible outputs.)
+        update = candidate.update
         params = init_params(instance)
         shapes = {k: p.shape for k, p in params.items()}
         state = {}
@@ -228,8 +228,8 @@ class Optimizer(Problem):
                     return {"diverged_at_step": step + 1}
         return {"params": {k: p.tolist() for k, p in params.items()}}
 
-    def probe(self, program, instance):
-        out = self.run(program, instance)
+    def probe_episode(self, instance, candidate):
+        out = self.episode(instance, candidate)
         if "params" in out:
             out["params"] = {k: _round_significant(np.asarray(p)).tolist() for k, p in out["params"].items()}
         return out

@@ -1,7 +1,7 @@
 """Run the reference heuristics through the problem's own harness and print a coverage table.
 
     python -m problems.planning.baselines --data-dir ../shared/data [--domains blocksworld,ferry]
-        [--heuristics blind,goal_count,hff] [--splits train,test] [--budget 2000] [--json PATH]
+        [--heuristics blind,goal_count,hff] [--splits train,test] [--test-level easy] [--budget 2000] [--json PATH]
 
 Runs in-process (trusted code only: these programs are ours): each program is
 executed into a namespace, then ``run`` + ``score`` + ``aggregate`` go over the
@@ -62,9 +62,10 @@ def main(argv=None):
     parser.add_argument("--heuristics", default="blind,goal_count,hff")
     parser.add_argument("--splits", default="train,test")
     parser.add_argument("--budget", type=int, default=None, help="heuristic calls per task (default: the problem's)")
+    parser.add_argument("--test-level", default="easy", help="testing tasks of the held-out split: easy, medium, hard")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
-    options = {} if args.budget is None else {"budget": args.budget}
+    options = ({} if args.budget is None else {"budget": args.budget}) | {"test_level": args.test_level}
     results, rows = {}, []
     for domain in args.domains.split(","):
         problem = load_problem(FOLDER, data_dir=args.data_dir, options={"domain": domain, **options})

@@ -5,11 +5,14 @@ Evolve ``heuristic(task) -> h``: built once per grounded task, ``h(state)`` is c
 on the states that pyperplan's greedy best-first search generates. Tasks are the easy
 tasks of one IPC 2023 learning-track domain (problem option ``domain``): evolution sees
 ``train_tasks`` of its training tasks, spread evenly from smallest to largest; the
-held-out split is its 30 easy testing tasks. Each search may call h ``budget`` times
+held-out split is its 30 testing tasks of level ``test_level`` ("easy", "medium" or "hard", when the
+data holds them), each split with its own deadline (``task_timeout_s`` per task, times 4 for
+medium and 16 for hard tasks). Each search may call h ``budget`` times
 (a count, not seconds, so the outcome is the same on every machine).
 
-The sandbox returns the plan and the number of calls; the trusted side replays the
-plan on its own copy of the grounded task. Score = tasks solved, minus half the mean
+The harness is interactive: the search, its budget and its count run on the trusted
+side, which sends the candidate's process a copy of the task once and then each state
+to evaluate; the plan is still replayed on the trusted copy of the task before it counts. Score = tasks solved, minus half the mean
 fraction of the budget used (unsolved tasks use all of it): ties in coverage go to
 the heuristic that searched less, and one more solved task always outweighs them.
 """
@@ -20,11 +23,15 @@ import math
 
 import numpy as np
 
-from evosearch.problem import Descriptor, InvalidOutput, Problem, ProblemError, Score
+from evosearch.problem import Descriptor, Frozen, InvalidOutput, Problem, ProblemError, Score
 from problems.planning import tasks
 from problems.planning.search import gbfs, heuristic_value
 
 BUDGET = 2000  # heuristic calls per task
+# Seconds per task an evaluation may take (the deadline of a split = this x its tasks x LEVEL_SCALE):
+# 12 s x 10 training tasks is the 120 s that pyperplan's hFF needs at most on a training split here.
+TASK_TIMEOUT_S = 12.0
+LEVEL_SCALE = {"easy": 1.0, "medium": 4.0, "hard": 16.0}  # bigger tasks: slower grounding, slower h
 TRAIN_TASKS = 10
 PROBE_TASKS = (10, 30, 50)  # 1-based positions among the training tasks whose states fingerprint a heuristic
 PROBE_STATES = {"breadth": 100, "walks": 6, "walk_length": 30}
@@ -48,10 +55,15 @@ class Planning(Problem):
     descriptors = (STEPS_PER_GOAL,)
     timeout_s = 120.0  # pyperplan's hFF needs 1-45 s of CPU for a training split (159 s on transport)
     memory_mb = 2048
+    preload = ("pyperplan.task",)  # the task's classes, unpickled by the candidate's process
 
     def __init__(self, data_dir=None, seed=0, domain="blocksworld", budget=BUDGET, train_tasks=TRAIN_TASKS,
-                 test_tasks=None):
+                 test_tasks=None, test_level="easy", task_timeout_s=TASK_TIMEOUT_S):
         super().__init__(data_dir, seed)
+        if test_level not in tasks.LEVELS:
+            raise ValueError(f"test_level must be one of {', '.join(tasks.LEVELS)}, not {test_level!r}")
+        if not isinstance(task_timeout_s, (int, float)) or isinstance(task_timeout_s, bool) or task_timeout_s <= 0:
+            raise ValueError(f"task_timeout_s must be a positive number of seconds, not {task_timeout_s!r}")
         if domain not in tasks.DOMAINS:
             raise ValueError(f"domain must be one of {', '.join(tasks.DOMAINS)}, not {domain!r}")
         if type(budget) is not int or budget < 1:
@@ -66,9 +78,13 @@ class Planning(Problem):
         self.root = self.data_dir / tasks.IPC_FOLDER
         if not (self.root / domain / "domain.pddl").is_file():
             raise ProblemError(f"no IPC 2023 domain {domain!r} under {self.root} (wrong --data-dir?)")
+        if not tasks.task_files(self.root, domain, "testing", test_level):
+            raise ProblemError(f"no {test_level} testing tasks of {domain!r} under {self.root / domain / 'testing'} "
+                               f"(the IPC 2023 learning track's benchmarks repository has them)")
         tasks.require_pyperplan()
         self.domain, self.budget = domain, budget
         self.train_tasks, self.test_tasks = train_tasks, test_tasks
+        self.test_level, self.task_timeout_s = test_level, float(task_timeout_s)
         self._instances: dict[str, dict] = {}
 
     @property
@@ -89,8 +105,15 @@ class Planning(Problem):
         if split == "train":
             return _evenly(tasks.task_files(self.root, self.domain, "training"), self.train_tasks)
         if split == "test":
-            return _evenly(tasks.task_files(self.root, self.domain, "testing"), self.test_tasks or 10 ** 6)
+            return _evenly(tasks.task_files(self.root, self.domain, "testing", self.test_level),
+                           self.test_tasks or 10 ** 6)
         raise ValueError(f"unknown split {split!r}")
+
+    def timeout_for(self, split: str) -> float:
+        # Each split gets the same allowance per task, scaled by the level's size: a held-out split of
+        # 30 medium tasks must not inherit the deadline of 10 easy training tasks.
+        level = self.test_level if split == "test" else "easy"
+        return self.task_timeout_s * len(self.split_tasks(split)) * LEVEL_SCALE[level]
 
     def instances(self, split):
         # Grounded lazily and kept: the worker asks once per split, the tasks are shared by its sandboxes.
@@ -100,27 +123,34 @@ class Planning(Problem):
 
     def _build(self, split):
         folder = "testing" if split == "test" else "training"
-        grounded = {name: tasks.load(str(self.root), self.domain, folder, name) for name in self.split_tasks(split)}
+        level = self.test_level if split == "test" else "easy"
+        grounded = {name: tasks.load(str(self.root), self.domain, folder, name, level)
+                    for name in self.split_tasks(split)}
         if split == "probe":
             return {f"{self.domain}/{name}": {"task": g.task, "states": tasks.sample_states(g, seed=i, **PROBE_STATES)}
                     for i, (name, g) in enumerate(grounded.items())}
         bounds = {}
         if split == "test" and (self.root / "upper_bounds.json").is_file():
             bounds = json.loads((self.root / "upper_bounds.json").read_text())
-        return {f"{self.domain}/{folder}/{name}": {
-                    "grounded": g, "budget": self.budget,
-                    "upper_bound": bounds.get(f"{self.domain}/{folder}/easy/{name}.pddl")}
+        prefix = f"{self.domain}/{folder}" + ("" if level == "easy" else f"/{level}")
+        return {f"{prefix}/{name}": {
+                    "grounded": g, "budget": self.budget, "wire": Frozen(g.task),
+                    "upper_bound": bounds.get(f"{self.domain}/{folder}/{level}/{name}.pddl")}
                 for name, g in grounded.items()}
 
-    @staticmethod
-    def run(program, instance):
-        return gbfs(program["heuristic"], instance["grounded"].task, instance["budget"])
+    def episode(self, instance, candidate):
+        # The search and its budget run here; the candidate gets its own copy of the task once
+        # and then only the states the search asks about.
+        wire = instance["wire"]  # the task, pickled once per worker rather than once per evaluation
+        return gbfs(lambda task: candidate.heuristic(wire), instance["grounded"].task, instance["budget"])
 
-    def probe(self, program, instance):
+    def probe_episode(self, instance, candidate):
         # GBFS only compares h values, so dense ranks over the fixed states (inf ranked last, as -1)
         # identify a heuristic's search exactly where it matters: h, 2h and h + 1 hash alike.
-        h = program["heuristic"](instance["task"])
-        values = [heuristic_value(h(state)) for state in instance["states"]]
+        h = candidate.heuristic(instance["task"])
+        if not callable(h):
+            raise TypeError(f"heuristic(task) must return a callable h(state), not {type(h).__name__}")
+        values = [heuristic_value(v) for v in h.map([(state,) for state in instance["states"]])]
         rank = {v: i for i, v in enumerate(sorted({v for v in values if v != math.inf}))}
         return [rank.get(v, -1) for v in values]
 

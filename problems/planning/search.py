@@ -1,32 +1,20 @@
-"""Greedy best-first search with an evaluation budget (runs in the sandbox, next to the candidate).
+"""Greedy best-first search with an evaluation budget (trusted: runs in the evaluation worker).
 
-The search is pyperplan's own GBFS (eager, ordered by h then insertion, states
-of infinite h dropped); the budget counts heuristic evaluations (calls), not
-seconds, so a run gives the same plan on every machine. The plan it returns is
-not believed: the trusted side replays it on its own copy of the task.
+The search is pyperplan's GBFS (eager, ordered by h then insertion, states of
+infinite h dropped), with each expansion's evaluations batched; the budget counts heuristic evaluations (calls), not
+seconds, so a run gives the same plan on every machine. The search, the budget
+and the count live on the trusted side; the candidate's process only answers
+``h(state)`` for the states it is sent (see ``Planning.episode``).
 """
 from __future__ import annotations
 
+import heapq
 import math
 import numbers
 
 
 class BudgetExhausted(Exception):
     """The search used its evaluation budget without reaching the goal."""
-
-
-class CountedHeuristic:
-    """Wraps the candidate's ``h(state)`` for pyperplan: counts calls, stops at the budget,
-    and turns what it returns into a float (a number or inf; NaN and non-numbers are errors)."""
-
-    def __init__(self, h, budget: int):
-        self.h, self.budget, self.evaluations = h, budget, 0
-
-    def __call__(self, node) -> float:
-        if self.evaluations >= self.budget:
-            raise BudgetExhausted
-        self.evaluations += 1
-        return heuristic_value(self.h(node.state))
 
 
 def heuristic_value(value) -> float:
@@ -40,19 +28,52 @@ def heuristic_value(value) -> float:
 
 
 def gbfs(make_heuristic, task, budget: int) -> dict:
-    """Build the heuristic once (``make_heuristic(task)`` -> ``h(state)``) and search.
+    """Build the heuristic once (``make_heuristic(task)`` -> ``h(state)``, the candidate's, called
+    through the interactive protocol or, for trusted baselines, in process) and search.
+
+    pyperplan's ``greedy_best_first_search`` step for step (same open list order, same
+    tie-breaking, h evaluated on every successor of an expanded state), except that the
+    successors of one expansion are evaluated in one batch (``h.map``): pyperplan evaluates
+    them all before it looks at the next state, so the searches and the counts are the same,
+    with one round trip per expansion instead of one per state.
 
     Returns ``{"plan": [operator names] or None, "evaluations": int}``; the plan is
     None when the budget ran out or the open list emptied."""
-    from pyperplan.search import greedy_best_first_search
+    from pyperplan.search.searchspace import make_child_node, make_root_node
 
     h = make_heuristic(task)
     if not callable(h):
         raise TypeError(f"heuristic(task) must return a callable h(state), not {type(h).__name__}")
-    counted = CountedHeuristic(h, budget)
+    evaluate = h.map if hasattr(h, "map") else (lambda calls: [h(*c) for c in calls])
+    used = 0
+
+    def values(states: list) -> list[float]:
+        nonlocal used
+        if used + len(states) > budget:  # pyperplan would stop at the call past the budget
+            used = budget
+            raise BudgetExhausted
+        used += len(states)
+        return [heuristic_value(v) for v in evaluate([(state,) for state in states])] if states else []
+
     try:
-        solution = greedy_best_first_search(task, counted)
+        root = make_root_node(task.initial_state)
+        first = values([task.initial_state])[0]
+        open_list, state_cost, tiebreaker = [(first, first, 0, root)], {task.initial_state: 0}, 0
+        while open_list:
+            _, _, _, node = heapq.heappop(open_list)
+            if state_cost[node.state] != node.g:
+                continue  # a cheaper path to this state was found after this node was queued
+            if task.goal_reached(node.state):
+                return {"plan": [op.name for op in node.extract_solution()], "evaluations": used}
+            successors = task.get_successor_states(node.state)
+            for (op, state), value in zip(successors, values([state for _, state in successors])):
+                child = make_child_node(node, op, state)
+                if value == math.inf:
+                    continue  # a dead end: never expanded
+                if child.g < state_cost.get(state, math.inf):
+                    tiebreaker += 1
+                    heapq.heappush(open_list, (value, value, tiebreaker, child))
+                    state_cost[state] = child.g
     except BudgetExhausted:
-        solution = None
-    plan = None if solution is None else [op.name for op in solution]
-    return {"plan": plan, "evaluations": counted.evaluations}
+        pass
+    return {"plan": None, "evaluations": used}

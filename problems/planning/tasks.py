@@ -183,16 +183,20 @@ def ground(domain_file: str | Path, problem_file: str | Path, name: str | None =
                         operators={op.name: op for op in operators}, ground_s=time.process_time() - start)
 
 
-def task_files(root: str | Path, domain: str, split: str) -> list[str]:
-    """Names (``p01``, ...) of the easy tasks of ``domain`` in ``split`` ("training" or "testing")."""
-    return sorted(p.stem for p in (Path(root) / domain / split / "easy").glob("p*.pddl"))
+LEVELS = ("easy", "medium", "hard")  # the IPC 2023 learning track's difficulty levels of testing tasks
+
+
+def task_files(root: str | Path, domain: str, split: str, level: str = "easy") -> list[str]:
+    """Names (``p01``, ...) of the ``level`` tasks of ``domain`` in ``split`` ("training" or "testing")."""
+    return sorted(p.stem for p in (Path(root) / domain / split / level).glob("p*.pddl"))
 
 
 @functools.lru_cache(maxsize=None)
-def load(root: str, domain: str, split: str, stem: str) -> GroundedTask:
-    """Task ``<root>/<domain>/<split>/easy/<stem>.pddl``, grounded once per process."""
+def load(root: str, domain: str, split: str, stem: str, level: str = "easy") -> GroundedTask:
+    """Task ``<root>/<domain>/<split>/<level>/<stem>.pddl``, grounded once per process."""
     folder = Path(root) / domain
-    return ground(folder / "domain.pddl", folder / split / "easy" / f"{stem}.pddl", name=f"{domain}/{split}/{stem}")
+    name = f"{domain}/{split}/{stem}" if level == "easy" else f"{domain}/{split}/{level}/{stem}"
+    return ground(folder / "domain.pddl", folder / split / level / f"{stem}.pddl", name=name)
 
 
 # ------------------------------------------------------------------ plans and states

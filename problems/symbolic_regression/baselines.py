@@ -48,7 +48,7 @@ def evaluate(problem: Problem, code: str, split: str) -> dict[str, float]:
     namespace: dict = {}
     exec(compile(code, "<program>", "exec"), namespace)
     (instance,) = problem.instances(split).values()
-    return problem.score(instance, problem.run(namespace, instance))
+    return problem.score(instance, problem.output(namespace, instance))
 
 
 def measure(data_dir: str | None, datasets: list[str]) -> dict:

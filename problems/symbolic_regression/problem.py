@@ -1,10 +1,10 @@
 """Symbolic regression in the LLM-SR setting (Shojaee et al., ICLR 2025).
 
 Evolve an equation skeleton ``equation(<inputs>, params)`` with up to 10 free
-parameters; the harness fits them by BFGS on the training data (in the sandbox,
-since the equation is candidate code) and returns the fitted parameters and the
-predictions. The trusted side computes the normalized MSE from those predictions
-against its own copy of the targets. Score = -log10(NMSE on training), so higher
+parameters; the harness (interactive, trusted) fits them by BFGS on the training
+data, asking the candidate's process only for the equation's values at each parameter
+vector, and computes the normalized MSE of the predictions against targets that never
+leave the trusted side (the held-out ones included). Score = -log10(NMSE on training), so higher
 is better and 1 point is a 10-fold smaller error; the held-out split reports the
 in-domain (ID) and out-of-domain (OOD) NMSE.
 """
@@ -122,21 +122,26 @@ class SymbolicRegression(Problem):
         raise ValueError(f"unknown split {split!r}")
 
     @staticmethod
-    def run(program, instance):
-        equation = program["equation"]
-        params = fitting.fit(equation, instance["inputs"], instance["target"])
-        out = {"params": fitting.as_json(params),
-               "train": fitting.as_json(fitting.predict(equation, instance["inputs"], params))}
-        for part, inputs in instance["predict"].items():
-            out[part] = fitting.as_json(fitting.predict(equation, inputs, params))
+    def _fit(instance, candidate):
+        # The inputs go to the candidate once (read-only there); the targets never do.
+        equation = candidate.equation
+        inputs = tuple(candidate.share(column) for column in instance["inputs"])
+        return equation, inputs, fitting.fit(equation, inputs, instance["target"])
+
+    def episode(self, instance, candidate):
+        equation, inputs, params = self._fit(instance, candidate)
+        n = len(instance["target"])
+        out = {"params": fitting.as_json(params), "train": fitting.as_json(fitting.predict(equation, inputs, params, n))}
+        for part, columns in instance["predict"].items():
+            shared = tuple(candidate.share(column) for column in columns)
+            out[part] = fitting.as_json(fitting.predict(equation, shared, params, len(columns[0])))
         return out
 
-    def probe(self, program, instance):
+    def probe_episode(self, instance, candidate):
         # Predictions of the fitted equation to 3 decimals of the target's spread: skeletons that
         # fit the same function (reordered or reparametrized) hash alike.
-        equation = program["equation"]
-        params = fitting.fit(equation, instance["inputs"], instance["target"])
-        prediction = fitting.predict(equation, instance["inputs"], params) / instance["scale"]
+        equation, inputs, params = self._fit(instance, candidate)
+        prediction = fitting.predict(equation, inputs, params, len(instance["target"])) / instance["scale"]
         return [None if not math.isfinite(p) else round(p, 3) + 0.0 for p in prediction.tolist()]
 
     @staticmethod
