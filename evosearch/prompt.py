@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .program import blocks, evolvable_functions
 from .samplers.base import Prompt
 
-EDIT_FORMATS = ("full", "diff", "crossover", "fix")
+from .samplers.base import ALL_FORMATS as EDIT_FORMATS  # listed once, with the sampler contract
 
 # One system text for every format, so the shared head of a prompt is the same across formats.
 SYSTEM = ("You are an expert Python programmer improving a program by evolutionary search. "

@@ -179,9 +179,14 @@ class IslandProxy:
 class RayArchipelago(Archipelago):
     """An ``Archipelago`` whose islands live in actors (``num_cpus=0`` each)."""
 
-    def __init__(self, *args, actor_options: dict | None = None, **kwargs):
+    def __init__(self, *args, actor_options: dict | None = None, actor_name: str | None = None, **kwargs):
+        made = []
+
         def make_island(descriptors, qd_score_offset=None, **options):
-            return IslandProxy(descriptors, qd_score_offset, options=options, actor_options=actor_options)
+            named = {"name": f"{actor_name}-{len(made)}"} if actor_name else {}
+            made.append(IslandProxy(descriptors, qd_score_offset, options=options,
+                                    actor_options={**(actor_options or {}), **named}))
+            return made[-1]
 
         kwargs["make_island"] = make_island
         super().__init__(*args, **kwargs)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from islands.clusters import ClusterIsland
-from islands.island import Elite, Island
+from islands.island import ArchiveResult, Elite, Island
 
 if TYPE_CHECKING:
     from evosearch.problem import Descriptor
@@ -92,7 +92,7 @@ class Archipelago:
         if epoch is not None and epoch != self.epochs[island]:
             best = isl.best()
             if best is not None and not score > best.score:
-                return "stale"
+                return ArchiveResult.STALE
         return isl.add(program_id, score, descriptors)
 
     def add_everywhere(self, program_id: int, score: float, descriptors: Sequence[float]) -> None:

@@ -78,9 +78,9 @@ def test_fix_mode_repairs_a_failed_program_of_the_island_and_children_see_the_ch
     fix_prompt = sampler.prompts[1]
     assert fix_prompt.parents == [rows[0]["code"]] and "boom" in fix_prompt.user and "failed: crash" in fix_prompt.user
     assert "boom" in fix_prompt.completion and fix_prompt.completion.endswith(fix_prompt.header)
-    shown = engine._shown(2)  # what a child's prompt says about program 2: its change and its outcome
+    shown = engine.planner.shown(2)  # what a child's prompt says about program 2: its change and its outcome
     assert shown.change == "guard the division" and shown.delta is None  # its parent failed: no score to beat
-    seed_child = engine._shown(1)
+    seed_child = engine.planner.shown(1)
     assert seed_child.change == "divide by the item" and seed_child.error and "boom" in seed_child.error
 
 

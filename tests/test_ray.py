@@ -53,7 +53,7 @@ def replayed_elites(db: Path) -> list[list[int]]:
     store = Store(db)
     try:
         engine = Engine(cfg, load_problem(cfg.problem, None, cfg.seed, cfg.problem_options), store, None, None)
-        engine._replay()
+        engine.replay()
         return [[e.program_id for e in isl.elites()] for isl in engine.archipelago.islands]
     finally:
         store.close()
