@@ -151,6 +151,8 @@ class RayWorkerPool:
         raise AssertionError("unreachable")
 
     async def facts(self) -> list[dict]:
+        """Each actor's facts, once it answers (one killed a moment ago is restarting)."""
+        await asyncio.gather(*(wait_alive(a) for a in self.actors))
         return await asyncio.gather(*(a.facts.remote() for a in self.actors))
 
     async def close(self) -> None:

@@ -69,9 +69,12 @@ class Committer:
                 self.best = Best(i, row["score"])
         if self.config.selection == "dgm" and i > 0 and row["island"] is not None:
             self.archipelago.record_child(row["island"], row["parents"])  # every child counts, failed or not
-        events = self.archipelago.on_commit(seq, np.random.default_rng([self.config.seed, seq, 1]))
+        c = self.config
+        due = seq > 0 and any(n and seq % n == 0 for n in (c.migration_interval, c.reset_interval))
+        events = self.archipelago.on_commit(seq, np.random.default_rng([c.seed, seq, 1])) if due else []
         if record:
-            self.store.commit(row, seq, result, events)
+            # The evaluator's verdict, when not recorded yet, goes in the same transaction.
+            self.store.commit(row, seq, result, events, verdict=row.pop("verdict", None))
         self.seq = seq + 1
         parents = [self.score(p) for p in row["parents"]]
         self.rewards.append((row["sampler"], reward(row["score"] if ok else None, parents)))

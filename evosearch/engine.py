@@ -165,12 +165,16 @@ class Engine:
                         end = min(end, i)  # end once the samples before this one are in
                         self._budget_out(i, e)
                         continue
+                    if row["id"] != self.committer.seq and "verdict" in row:  # it waits for its turn: record it now
+                        self.store.evaluated(row["id"], **row.pop("verdict"))
                     finished[row["id"]] = row
                 while self.committer.seq in finished:
                     self.committer.commit(finished.pop(self.committer.seq))
                     launch_allowed()
             if self.stop_reason is not None:  # requests in flight past the end are paid for: let them land
-                await asyncio.gather(*in_flight.values(), return_exceptions=True)
+                for row in await asyncio.gather(*in_flight.values(), return_exceptions=True):
+                    if isinstance(row, dict) and "verdict" in row:
+                        self.store.evaluated(row["id"], **row.pop("verdict"))
         finally:
             await _cancel(in_flight.values())
 

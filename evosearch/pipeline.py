@@ -91,7 +91,7 @@ class Pipeline:
                 break
         self.failures_in_a_row = 0
         result = await self.evaluator.evaluate(code, key=i)
-        return self.record(i, code, result, row or {"id": i, **_asked(ask)})
+        return self.record(i, code, result, row or {"id": i, **_asked(ask)}, write=False)
 
     def edit(self, edit_format: str, text: str, prompt: Prompt) -> str:
         """The child program from an answer in ``edit_format``; RejectedEdit when it breaks the rules."""
@@ -104,8 +104,9 @@ class Pipeline:
         check_frozen(base, code)
         return code
 
-    def record(self, i: int, code: str, result: "Evaluation", row: dict) -> dict:
-        """Store the evaluator's verdict; returns the finished row."""
+    def record(self, i: int, code: str, result: "Evaluation", row: dict, write: bool = True) -> dict:
+        """The finished row with the evaluator's verdict, stored now (``write``) or left in ``row["verdict"]``
+        for the committer to store with the commit in one transaction."""
         descriptors = dict(result.descriptors)
         if result.ok:
             descriptors[SIZE.name] = float(ast_size(code))
@@ -115,8 +116,10 @@ class Pipeline:
                        descriptors=descriptors or None, metrics=result.metrics or None,
                        syntactic_hash=result.syntactic_hash, functional_hash=result.functional_hash,
                        cache_hit=result.cache_hit, duplicate_of=result.duplicate_of, eval_s=result.eval_s)
-        self.store.evaluated(i, **verdict)
-        return {**row, **verdict, "code": code}
+        if write:
+            self.store.evaluated(i, **verdict)
+            return {**row, **verdict, "code": code}
+        return {**row, **verdict, "code": code, "verdict": verdict}
 
     def _fail(self, i: int, outcome: Outcome, reason: str, usage: dict | None = None) -> dict:
         self.store.failed(i, outcome, reason, **(usage or {}))

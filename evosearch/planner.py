@@ -73,6 +73,7 @@ class Planner:
         self.config, self.problem, self.store, self.sampler = config, problem, store, sampler
         self.committer = committer
         self.functions = functions
+        self.skeleton = problem.skeleton  # read once (the problem reads its file on every access)
         self.operators = list(operators or [])
 
     @property
@@ -112,8 +113,8 @@ class Planner:
                 others = self.archipelago.inspirations(island, np.random.default_rng([c.seed, i, 6]),
                                                        c.inspirations, exclude=elites)
                 inspirations = [self.shown(e.program_id) for e in others]
-        insights = self.store.insights(i - c.concurrency)
-        prompt = build_prompt(description=self.problem.description, skeleton=self.problem.skeleton,
+        insights = self.store.insights(i - c.concurrency) if c.insights_interval else None
+        prompt = build_prompt(description=self.problem.description, skeleton=self.skeleton,
                               parents=shown, seed=sample_seed(c.seed, i), edit_format=edit_format,
                               insights=insights[1].splitlines() if insights else None, inspirations=inspirations)
         prompt.arm = arm

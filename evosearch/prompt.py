@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import io
 import math
 import tokenize
@@ -42,6 +43,7 @@ class Shown:
     delta: float | None = None  # its score minus its best parent's
 
 
+@functools.lru_cache(maxsize=1024)  # prompts show the same elites again and again
 def rename(source: str, old: str, new: str) -> str:
     """Rename identifier ``old`` to ``new`` (names only: strings and comments are untouched)."""
     lines = source.splitlines(keepends=True)

@@ -178,10 +178,13 @@ class Store:
                      metrics=metrics, syntactic_hash=syntactic_hash, functional_hash=functional_hash,
                      cache_hit=cache_hit, duplicate_of=duplicate_of, eval_s=eval_s, finished=time.time())
 
-    def commit(self, row: dict, seq: int, archive: str | None, events: list[dict]) -> None:
-        """Record that ``row`` entered the islands as commit number ``seq``: all of it or nothing."""
+    def commit(self, row: dict, seq: int, archive: str | None, events: list[dict], verdict: dict | None = None) -> None:
+        """Record that ``row`` entered the islands as commit number ``seq``: all of it or nothing.
+        ``verdict``: the evaluator's (``evaluated``'s fields), when it is recorded with its commit."""
         staleness = None if row.get("seen") is None else seq - row["seen"]
         with self._transaction():
+            if verdict is not None:
+                self.evaluated(row["id"], **verdict)
             self.db.execute("UPDATE programs SET commit_seq = ?, staleness = ?, archive = ? WHERE id = ?",
                             (seq, staleness, None if archive is None else str(archive), row["id"]))
             if events:

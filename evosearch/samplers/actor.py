@@ -125,6 +125,7 @@ class RaySampler(Sampler):
         return {**total, "cost": None if None in costs else sum(costs), "actors": usages}
 
     async def facts(self) -> list[dict]:
+        await asyncio.gather(*(wait_alive(a) for a in self.actors))  # one killed a moment ago is restarting
         return [await a.facts.remote() for a in self.actors]
 
     async def close(self) -> None:
