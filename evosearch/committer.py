@@ -47,6 +47,16 @@ class Committer:
         self.failures = [deque(maxlen=FAILURES_KEPT) for _ in range(config.islands)]
         self.qd_every = qd_every
         self.qd_history: list[dict] = []
+        self.pending: list[tuple[int, object]] = []  # (program id, insert under way): archive results to record
+
+    def settle(self, wait: bool = False) -> None:
+        """Record the archive results that islands in actors have answered since (all, with ``wait``)."""
+        ids = {id(p): i for i, p in self.pending}
+        done = self.archipelago.settle([p for _, p in self.pending], wait)
+        if done:
+            self.store.set_archive([(ids[id(p)], result) for p, result in done])
+            answered = {id(p) for p, _ in done}
+            self.pending = [(i, p) for i, p in self.pending if id(p) not in answered]
 
     def score(self, program_id: int) -> float | None:
         row = self.store.get(program_id)
@@ -72,9 +82,15 @@ class Committer:
         c = self.config
         due = seq > 0 and any(n and seq % n == 0 for n in (c.migration_interval, c.reset_interval))
         events = self.archipelago.on_commit(seq, np.random.default_rng([c.seed, seq, 1])) if due else []
+        if result is not None and not isinstance(result, str):  # an island actor answers later
+            if record:
+                self.pending.append((i, result))
+            result = None
         if record:
             # The evaluator's verdict, when not recorded yet, goes in the same transaction.
             self.store.commit(row, seq, result, events, verdict=row.pop("verdict", None))
+            if len(self.pending) >= 64:
+                self.settle()
         self.seq = seq + 1
         parents = [self.score(p) for p in row["parents"]]
         self.rewards.append((row["sampler"], reward(row["score"] if ok else None, parents)))

@@ -20,8 +20,6 @@ import asyncio
 import sys
 from collections.abc import Callable
 
-from islands.archipelago import Archipelago
-
 from .committer import Best, Committer
 from .config import RunConfig
 from .pipeline import MAX_SAMPLER_FAILURES, RUNTIME, SIZE, Pipeline, SearchError
@@ -58,11 +56,13 @@ def commit_mode(config: RunConfig, sampler: Sampler | None) -> str:
 
 class Engine:
     def __init__(self, config: RunConfig, problem: Problem, store: Store, sampler: Sampler | None, evaluator,
-                 progress=None, make_archipelago: Callable[..., Archipelago] = Archipelago,
+                 progress=None, make_archipelago: Callable | None = None,
                  operators: list[Operator] | None = None):
         c = self.config = config
         self.problem, self.store, self.sampler, self.evaluator = problem, store, sampler, evaluator
         self.mode = commit_mode(config, sampler)
+        if make_archipelago is None:
+            from islands.archipelago import Archipelago as make_archipelago  # pyribs: imported when a run starts
         # The Ray backend passes islands.actor.RayArchipelago's factory to put each island in an actor.
         self.archipelago = make_archipelago(c.islands, axes(problem, c), migration_interval=c.migration_interval,
                                             migration_size=c.migration_size, reset_interval=c.reset_interval,
@@ -91,6 +91,7 @@ class Engine:
                 await self._ordered()
             else:
                 await self._async()
+            self.committer.settle(wait=True)
         finally:
             self.store.set_meta("commit_mode", self.mode)
         return self.best

@@ -193,6 +193,14 @@ class Store:
         row.update(commit_seq=seq, staleness=staleness, archive=None if archive is None else str(archive))
         self._cache.pop(row["id"], None)  # read back whole on first use
 
+    def set_archive(self, results: list[tuple[int, str | None]]) -> None:
+        """Archive results that arrived after their commits (islands in actors answer later)."""
+        with self._transaction():
+            self.db.executemany("UPDATE programs SET archive = ? WHERE id = ?",
+                                [(None if r is None else str(r), i) for i, r in results])
+        for i, _ in results:
+            self._cache.pop(i, None)
+
     def _update(self, program_id: int, **fields: Any) -> None:
         for key in JSON_COLUMNS:
             if key in fields and fields[key] is not None:

@@ -3,6 +3,7 @@ through the real engine, store and sandboxed evaluator. The LLM is a scripted sa
 (answers chosen by the test) so that each path is taken for sure; real models are in
 tests/test_samplers_llm.py and benchmarks/sampler_throughput.py."""
 import asyncio
+import json
 import sqlite3
 import subprocess
 import sys
@@ -139,6 +140,9 @@ def test_bandit_over_two_mutate_arms_is_repeatable_and_resumes_to_the_same_run(t
     cli("--resume", str(tmp_path / "b"), "--samples", "30", "--quiet")  # the bandit's state comes from the store
     a = rows(tmp_path / "a")
     assert len(a) == 31 and rows(tmp_path / "b") == a
+    # The evaluator's counters in the summary cover both sessions: 30 samples and the seed, not the last 18.
+    counters = json.loads((tmp_path / "b" / "summary.json").read_text())["evaluator"]
+    assert counters["evaluations"] == 31
     arms = [r[5] for r in a[1:]]
     assert set(arms) == {"strong", "weak"}
     assert arms.count("strong") > arms.count("weak")  # the dear arm must earn its cost
