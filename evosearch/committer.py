@@ -37,12 +37,13 @@ class Best:
 
 class Committer:
     def __init__(self, config: "RunConfig", store: "Store", archipelago, axes: tuple[Descriptor, ...],
-                 progress=None, operators: list["Operator"] | None = None, qd_every: int = 1):
+                 progress=None, operators: list["Operator"] | None = None, qd_every: int = 1, bandit: bool = True):
         self.config, self.store, self.archipelago, self.axes = config, store, archipelago, axes
         self.progress = progress
         self.operators = list(operators or [])
         self.seq = 0  # commits so far: the next commit's number
         self.best = Best()
+        self.bandit = bandit  # keep the bandit's history (it reads every parent's score)
         self.rewards: list[tuple[str, float]] = []  # the bandit's history: (arm, reward) per commit
         self.failures = [deque(maxlen=FAILURES_KEPT) for _ in range(config.islands)]
         self.qd_every = qd_every
@@ -63,7 +64,8 @@ class Committer:
         return row["score"] if row and row["status"] == Outcome.OK else None
 
     def commit(self, row: dict, record: bool = True) -> tuple[str | None, list[dict]]:
-        """Put a finished program into the islands; ``record``: write the commit to the store (False: replay).
+        """Put a finished program into the islands; ``record``: write the commit to the store (False: replay,
+        where ``row`` holds the columns of store.REPLAYED).
         Returns what the islands did: the archive result (None: not offered) and the island events."""
         seq, i = self.seq, row["id"]
         ok = row["status"] == Outcome.OK
@@ -92,10 +94,10 @@ class Committer:
             if len(self.pending) >= 64:
                 self.settle()
         self.seq = seq + 1
-        parents = [self.score(p) for p in row["parents"]]
-        self.rewards.append((row["sampler"], reward(row["score"] if ok else None, parents)))
-        if row["status"] in REPAIRABLE and row["island"] is not None and row["code"] is not None \
-                and row["reason"] is not None:
+        if self.bandit:
+            parents = [self.score(p) for p in row["parents"]]
+            self.rewards.append((row["sampler"], reward(row["score"] if ok else None, parents)))
+        if row["status"] in REPAIRABLE and row["island"] is not None and row["reason"] is not None:
             self.failures[row["island"]].append(i)
         if seq % self.qd_every == 0 or seq == self.config.samples:
             self.qd_history.append({"commit": seq, "islands": self.archipelago.stats()})

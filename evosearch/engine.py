@@ -70,7 +70,8 @@ class Engine:
                                             island_kwargs=island_kwargs(c))
         functions = list(evolvable_functions(problem.skeleton))
         self.committer = Committer(c, store, self.archipelago, axes(problem, c), progress, operators,
-                                   qd_every=max(1, c.samples // 50))
+                                   qd_every=max(1, c.samples // 50),
+                                   bandit=sampler is not None and sampler.arms is not None)
         self.planner = Planner(c, problem, store, sampler, self.committer, functions, operators)
         self.pipeline = Pipeline(c, problem, store, evaluator, functions)
         self.stop_reason: str | None = None  # why the run ended before --samples (the budget)

@@ -64,7 +64,8 @@ class Operator:
         return None
 
     def tell(self, row: dict) -> None:
-        """A committed result (any sample's, in commit order, replay included)."""
+        """A committed result (any sample's, in commit order, replay included: there the row holds the
+        columns of ``store.REPLAYED``; ``store.get(row["id"])`` has the rest)."""
 
 
 class Planner:

@@ -91,6 +91,9 @@ ADDED_COLUMNS = (
 INDEXES = "CREATE UNIQUE INDEX IF NOT EXISTS programs_commit ON programs(commit_seq) WHERE commit_seq IS NOT NULL"
 
 JSON_COLUMNS = ("parents", "descriptors", "metrics", "attempts")
+# What a commit reads of a program: resume replays 10^6 commits from these columns alone.
+REPLAYED = ("id", "island", "parents", "sampler", "status", "reason", "score", "descriptors", "epoch", "seen",
+            "archive", "commit_seq", "staleness")
 CACHED = 4096  # committed rows kept decoded in memory (they never change again): prompts show elites often
 
 
@@ -232,9 +235,15 @@ class Store:
             yield _decode(row)
 
     def committed(self) -> Iterator[dict]:
-        """Every committed program in commit order (what resume replays)."""
-        for row in self.db.execute("SELECT * FROM programs WHERE commit_seq IS NOT NULL ORDER BY commit_seq"):
-            yield _decode(row)
+        """Every committed program in commit order, with what replaying its commit reads (REPLAYED)."""
+        loads = json.loads
+        for row in self.db.execute(f"SELECT {', '.join(REPLAYED)} FROM programs WHERE commit_seq IS NOT NULL "
+                                   "ORDER BY commit_seq"):
+            out = dict(zip(REPLAYED, row))
+            out["parents"] = loads(out["parents"])
+            if out["descriptors"] is not None:
+                out["descriptors"] = loads(out["descriptors"])
+            yield out
 
     def uncommitted(self) -> tuple[list[dict], list[int]]:
         """Programs past the last commit: those finished (in id order) and the ids still pending."""

@@ -63,8 +63,9 @@ def test_a_store_from_before_commit_numbers_gets_them_from_its_committed_marker(
     db = sqlite3.connect(tmp_path / "old.db")
     db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
                      "CREATE TABLE programs (id INTEGER PRIMARY KEY, island INTEGER, parents TEXT NOT NULL, "
-                     "status TEXT NOT NULL);")
-    db.executemany("INSERT INTO programs VALUES (?, 0, '[]', ?)", [(0, "ok"), (1, "crash"), (2, "ok"), (3, "pending")])
+                     "sampler TEXT, status TEXT NOT NULL, reason TEXT, score REAL, descriptors TEXT, archive TEXT);")
+    db.executemany("INSERT INTO programs (id, island, parents, status) VALUES (?, 0, '[]', ?)",
+                   [(0, "ok"), (1, "crash"), (2, "ok"), (3, "pending")])
     db.execute("INSERT INTO meta VALUES ('committed', '2')")
     db.commit()
     db.close()

@@ -20,9 +20,10 @@ REGISTRY = {
     "vllm": "evosearch.samplers.vllm_sampler:VLLMSampler",  # in-process vLLM on a GPU
     "mutate": "evosearch.samplers.mutate:MutateSampler",  # LLM-free AST mutations
 }
+SAMPLERS = tuple(REGISTRY)  # the built-in names (installed ones: sampler_names())
 GROUP = "evosearch.samplers"
 
-__all__ = ["Prompt", "Sample", "Sampler", "SamplerError", "REGISTRY", "sampler_names", "sampler_class",
+__all__ = ["Prompt", "Sample", "Sampler", "SamplerError", "REGISTRY", "SAMPLERS", "sampler_names", "sampler_class",
            "make_sampler"]
 
 
