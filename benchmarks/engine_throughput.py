@@ -11,8 +11,8 @@
 3. latency: a sampler answering after lognormal delays (sigma 1, mean ``--latency-s``) and
    evaluations of lognormal durations (sigma 0.5, mean ``--eval-s``; the Ray evaluator actors
    sleep a fixed mean, their sleep mode has no spread) on more slots than samples in flight,
-   at C = 4, 32, 128 samples in flight, each commit mode, local and on a loopback Ray cluster
-   (islands and evaluators in actors; the sampler in the driver). Ideal = C / (E[sample] +
+   at C = 4, 32, 128 samples in flight, each commit mode, local and on a private Ray instance
+   on loopback (islands and evaluators in actors; the sampler in the driver). Ideal = C / (E[sample] +
    E[eval]) candidates/s; efficiency = measured / ideal, from the 10th percentile commit to the
    last (start-up excluded). Target: async >= 0.9 at C = 32 and 128.
 
@@ -198,11 +198,12 @@ def big_store(n: int) -> dict:
 
 
 # --- 3. lognormal latency -----------------------------------------------------------------------
-async def latency(c: int, mode: str | None, backend: str, latency_s: float, eval_s: float, samples: int,
-                  address: str | None = None) -> dict:
-    cfg = config(samples=samples, concurrency=c, workers=max(8, c), commit_mode=mode,
-                 **({"backend": "ray", "address": address, "evaluator_actors": 4, "workers": max(2, c // 4 + 1),
-                     "sandbox_resource": ""} if backend == "ray" else {}))
+async def latency(c: int, mode: str | None, backend: str, latency_s: float, eval_s: float, samples: int) -> dict:
+    knobs = dict(samples=samples, concurrency=c, workers=max(8, c), commit_mode=mode)
+    if backend == "ray":  # 4 evaluator actors, their slots together more than the samples in flight
+        knobs.update(backend="ray", evaluator_actors=4, workers=max(2, c // 4 + 1),
+                     sandbox_resource="")
+    cfg = config(**knobs)
     problem = load_problem("bin_packing", None, 0, OPTIONS)
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
@@ -283,35 +284,35 @@ async def main(args) -> dict:
         out["store"] = big_store(args.store_size)
         save(out, args.json)
         print(f"store: {out['store']}", file=sys.stderr)
-    cluster = None
+    private = None
     for backend in args.backends:
         if backend == "ray":
-            sys.path.insert(0, str(ROOT / "tests"))
-            from ray_cluster import LoopbackCluster
+            # A private Ray instance on loopback. Its own temp folder: an older engine's bare ray.init()
+            # would otherwise join whatever cluster this machine ran last.
+            import shutil
 
-            os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")  # a loaded machine starts nodes slowly
-            try:
-                cluster = LoopbackCluster().start()
-            except RuntimeError as e:
-                out["ray_error"] = str(e).splitlines()[0]
-                print(f"no loopback Ray cluster: {out['ray_error']}", file=sys.stderr)
-                continue
+            import ray
+
+            private = tempfile.mkdtemp(prefix="esb-", dir="/tmp")
+            os.environ["RAY_TMPDIR"] = private
+            os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")  # a loaded machine starts slowly
+            from evosearch.ray_backend import connect
+
+            connect(None, resources={}, quiet=True)
+            out["ray_nodes"] = len(ray.nodes())
         try:
             for c in args.concurrency:
                 samples = max(args.min_samples, 6 * c)
                 for mode in modes:
-                    r = await latency(c, mode, backend, args.latency_s, args.eval_s, samples,
-                                      cluster.address if cluster else None)
+                    r = await latency(c, mode, backend, args.latency_s, args.eval_s, samples)
                     out["latency"].append(r)
                     save(out, args.json)
                     print(f"latency {backend} {r['mode']} C={c}: {r['efficiency']:.2f}", file=sys.stderr)
         finally:
-            if cluster is not None:
-                import ray
-
+            if private is not None:
                 ray.shutdown()
-                cluster.stop()
-                cluster = None
+                shutil.rmtree(private, ignore_errors=True)
+                private = None
     return out
 
 

@@ -415,20 +415,6 @@ def drop_to(uid: int) -> None:
 
 # ----------------------------------------------------------------------------- reporting
 
-def isolation_layers(**pool_options) -> dict[str, str]:
-    """Which isolation layers a candidate gets on this machine: each "active: how" or
-    "missing: why". Observed by starting one real worker the way a pool does (about a
-    second), so the report cannot drift from what runs. ``pool_options`` as for WorkerPool."""
-    from evaluators.pool import WorkerPool
-
-    pool = WorkerPool(None, workers=1, **pool_options)
-    try:
-        pool.start_blocking()
-        return dict(pool.info["isolation"])
-    finally:
-        pool.close_blocking()
-
-
 def describe_layers(layers: dict[str, str]) -> str:
     """One line for the start of a run: the active layers, then each missing one with why."""
     active = [name for name, state in layers.items() if state.startswith("active")]

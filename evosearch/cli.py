@@ -73,7 +73,7 @@ def cmd_problems(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from evaluators.sandbox import isolation_layers
+    from evaluators.pool import isolation_layers
     layers = isolation_layers()
     width = max(map(len, layers))
     for layer, state in layers.items():

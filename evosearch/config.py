@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from islands.archives import ARCHIVES
+
 BACKENDS = ("local", "ray")
 COMMIT_MODES = ("ordered", "async")
 
@@ -78,7 +80,7 @@ class RunConfig:
                           choices=("uniform", "boltzmann", "dgm", "best", "seed"))
     archive: str = knob("grid", "island archive: grid (pyribs GridArchive over the descriptors), cvt (pyribs "
                                 "CVTArchive, --cvt-cells centroids) or clusters (FunSearch-style: no grid, one "
-                                "cluster per score)", choices=("grid", "cvt", "clusters"))
+                                "cluster per score)", choices=tuple(ARCHIVES))
     cvt_cells: int = knob(64, "centroids of the CVT archive (--archive cvt)", minimum=1)
     cluster_temperature: float = knob(0.1, "FunSearch's T0 for --selection boltzmann (T = T0 (1 - (n mod N) / N))",
                                       minimum=0.0001)

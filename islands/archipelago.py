@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from islands.clusters import ClusterIsland
+from islands.archives import island_class
 from islands.island import ArchiveResult, Elite, Island
 
 if TYPE_CHECKING:
@@ -35,11 +35,9 @@ MATE_TOURNAMENT = 4  # mates drawn per crossover; the most dissimilar one wins
 
 
 def new_island(descriptors: Sequence[Descriptor], qd_score_offset: float | None = None, **options):
-    """The default island factory: ``archive="clusters"`` gives a ``ClusterIsland``
-    (no grid), anything else an ``Island`` on a pyribs archive."""
-    if options.get("archive") == "clusters":
-        return ClusterIsland(descriptors, qd_score_offset, **{k: v for k, v in options.items() if k != "archive"})
-    return Island(descriptors, qd_score_offset, **options)
+    """The default island factory: the class ``islands.archives.ARCHIVES`` names for ``archive``
+    (default grid), built with the other options."""
+    return island_class(options.get("archive", "grid"))(descriptors, qd_score_offset, **options)
 
 
 class Archipelago:

@@ -48,7 +48,7 @@ class ArchiveResult(StrEnum):
 _STATUS = {AddStatus.NOT_ADDED: ArchiveResult.NOT_ADDED, AddStatus.IMPROVE_EXISTING: ArchiveResult.IMPROVE,
            AddStatus.NEW: ArchiveResult.NEW}
 _EPS = 1e-6  # GridArchive's epsilon, passed explicitly because the fast cell index repeats its formula
-ARCHIVES = ("grid", "cvt")
+ARCHIVES = ("grid", "cvt")  # the kinds of islands.archives.ARCHIVES an Island hosts
 
 
 @dataclass(frozen=True)
