@@ -538,3 +538,15 @@ class WorkerPool:
         finally:
             self._idle.put_nowait(slot)
         raise AssertionError("unreachable")
+
+
+def isolation_layers(**pool_options) -> dict[str, str]:
+    """Which isolation layers a candidate gets on this machine: each "active: how" or
+    "missing: why". Observed by starting one real worker the way a pool does (about a
+    second), so the report cannot drift from what runs. ``pool_options`` as for WorkerPool."""
+    pool = WorkerPool(None, workers=1, **{"unsafe_no_sandbox": True, **pool_options})  # runs no candidate
+    try:
+        pool.start_blocking()
+        return dict(pool.info["isolation"])
+    finally:
+        pool.close_blocking()

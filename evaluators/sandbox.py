@@ -449,20 +449,6 @@ def drop_to(uid: int) -> None:
 ALWAYS_ON = ("rlimits", "deadline", "environment", "results")  # every mode has these: not worth a word per run
 
 
-def isolation_layers(**pool_options) -> dict[str, str]:
-    """Which isolation layers a candidate gets on this machine: each "active: how" or
-    "missing: why". Observed by starting one real worker the way a pool does (about a
-    second), so the report cannot drift from what runs. ``pool_options`` as for WorkerPool."""
-    from evaluators.pool import WorkerPool
-
-    pool = WorkerPool(None, workers=1, **{"unsafe_no_sandbox": True, **pool_options})  # runs no candidate
-    try:
-        pool.start_blocking()
-        return dict(pool.info["isolation"])
-    finally:
-        pool.close_blocking()
-
-
 def describe_layers(layers: dict[str, str]) -> str:
     """One short line for the start of a run: the active layers, then the missing ones by name."""
     active = [name for name, state in layers.items() if state.startswith("active") and name not in ALWAYS_ON]

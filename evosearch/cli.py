@@ -74,8 +74,9 @@ def cmd_problems(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from evaluators.sandbox import describe_layers, isolation_layers
-    layers = isolation_layers()  # observed in a real worker, as a run starts them
+    from evaluators.pool import isolation_layers
+    from evaluators.sandbox import describe_layers
+    layers = isolation_layers()
     width = max(map(len, layers))
     for layer, state in layers.items():
         print(f"{layer:<{width}}  {state}")

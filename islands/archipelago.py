@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from islands.clusters import ClusterIsland
-from islands.island import Elite, Island
+from islands.archives import island_class
+from islands.island import ArchiveResult, Elite, Island
 
 if TYPE_CHECKING:
     from evosearch.problem import Descriptor
@@ -35,11 +35,9 @@ MATE_TOURNAMENT = 4  # mates drawn per crossover; the most dissimilar one wins
 
 
 def new_island(descriptors: Sequence[Descriptor], qd_score_offset: float | None = None, **options):
-    """The default island factory: ``archive="clusters"`` gives a ``ClusterIsland``
-    (no grid), anything else an ``Island`` on a pyribs archive."""
-    if options.get("archive") == "clusters":
-        return ClusterIsland(descriptors, qd_score_offset, **{k: v for k, v in options.items() if k != "archive"})
-    return Island(descriptors, qd_score_offset, **options)
+    """The default island factory: the class ``islands.archives.ARCHIVES`` names for ``archive``
+    (default grid), built with the other options."""
+    return island_class(options.get("archive", "grid"))(descriptors, qd_score_offset, **options)
 
 
 class Archipelago:
@@ -92,8 +90,14 @@ class Archipelago:
         if epoch is not None and epoch != self.epochs[island]:
             best = isl.best()
             if best is not None and not score > best.score:
-                return "stale"
+                return ArchiveResult.STALE
         return isl.add(program_id, score, descriptors)
+
+    @staticmethod
+    def settle(pending: list, wait: bool = False) -> list:
+        """Archive results of inserts still under way (islands in actors answer later; see
+        islands.actor.RayArchipelago): (pending, result) for those answered. Local ``add`` answers at once."""
+        return []
 
     def add_everywhere(self, program_id: int, score: float, descriptors: Sequence[float]) -> None:
         """Give every island the same program (the seed, which becomes the founder)."""
