@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
+import random
 import re
 import threading
 import time
@@ -47,6 +49,7 @@ COMPLETION_STOPS = ["\ndef ", "\n# Version", "\nclass ", "\n```", "\nif __name__
 GEMMA_END = "<end_of_turn>"
 
 _CLOSED_FENCE = re.compile(r"```[^\n`]*\n(.*?)\n\s*```", re.S)
+_TOP_LEVEL = re.compile(r"\n(?=[^\s])")  # a line starting at column 0: the function body has ended
 # The loopback tokenizer endpoint must never go through a proxy from the environment.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -117,13 +120,18 @@ class LocalSampler(Sampler):
 
     def __init__(self, model_path: str | Path | None = None, temperature: float = 0.8, max_tokens: int = 512,
                  n_ctx: int = 4096, threads: int | None = None, seed: int = 0, stop_after_code: bool = True,
-                 reuse_prefix: bool = True):
+                 reuse_prefix: bool = True, temperature_spread: float = 0.5):
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, not {temperature}")
+        if temperature_spread < 0:
+            raise ValueError(f"temperature_spread must be >= 0, not {temperature_spread}")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, not {max_tokens}")
         self.model_path = Path(model_path).expanduser() if model_path else None
         self.temperature = temperature
+        # Each sample draws its own temperature, temperature * exp(spread * u) with u uniform in [-1, 1]
+        # from its seed: some samples stay close to the parents, others wander further.
+        self.temperature_spread = temperature_spread
         self.max_tokens = max_tokens
         self.n_ctx = n_ctx
         self.threads = threads or default_threads()
@@ -165,6 +173,10 @@ class LocalSampler(Sampler):
 
     async def check(self) -> None:
         self._imports()
+
+    def temperature_for(self, seed: int) -> float:
+        """This sample's temperature: a function of its seed, so reruns and resumes draw the same."""
+        return self.temperature * math.exp(self.temperature_spread * random.Random(seed).uniform(-1, 1))
 
     # --- requests to the in-process server ----------------------------------------
     def _tokenize(self, server, text: str, bos: bool, special: bool) -> list[int]:
@@ -258,14 +270,15 @@ class LocalSampler(Sampler):
                 finish[0] = "code"
                 return True
             return False
-        self._request(server, {"prompt": tokens, "temperature": self.temperature,
-                                        "max_tokens": self.max_tokens, "seed": prompt.seed, "stop": [GEMMA_END],
-                                        "stream": True}, on_chunk)
+        temperature = self.temperature_for(prompt.seed)
+        self._request(server, {"prompt": tokens, "temperature": temperature, "max_tokens": self.max_tokens,
+                               "seed": prompt.seed, "stop": [GEMMA_END], "stream": True}, on_chunk)
         if finish[0] and finish[0].startswith("error: "):
             raise SamplerError(f"generation failed: {finish[0][7:]}")
         return Sample(text="".join(parts), model=MODEL_NAME, tokens_in=len(tokens), tokens_out=len(parts),
                       seconds=time.perf_counter() - start,
-                      extra={"finish_reason": finish[0], "reused_tokens": reused, "prompt_s": prompt_s})
+                      extra={"finish_reason": finish[0], "reused_tokens": reused, "prompt_s": prompt_s,
+                             "temperature": temperature})
 
     def _complete(self, prompt: Prompt) -> Sample:
         """Code completion, as FunSearch used its model: the prompt is code ending in the next
@@ -275,14 +288,29 @@ class LocalSampler(Sampler):
         start = time.perf_counter()
         tokens, n_shared = self._tokens(server, prompt.completion, prompt.completion_shared, special=False)
         reused, prompt_s = self._prefill(server, tokens, n_shared)
-        out = self._request(server, {"prompt": tokens, "temperature": self.temperature,
-                                              "max_tokens": self.max_tokens, "seed": prompt.seed,
-                                              "stop": COMPLETION_STOPS})
-        usage, choice = out.get("usage") or {}, out["choices"][0]
-        return Sample(text=prompt.header + choice["text"], model=MODEL_NAME, tokens_in=len(tokens),
-                      tokens_out=usage.get("completion_tokens", 0), seconds=time.perf_counter() - start,
-                      extra={"finish_reason": choice.get("finish_reason"), "mode": "completion",
-                             "reused_tokens": reused, "prompt_s": prompt_s})
+        parts, finish = [], [None]
+
+        def on_chunk(chunk) -> bool:
+            """Collect one streamed piece; True stops the generation (at the end of the function)."""
+            if isinstance(chunk, dict) and "error" in chunk:
+                finish[0] = f"error: {chunk['error'].get('message', chunk['error'])}"
+                return True
+            choice = (chunk.get("choices") or [{}])[0]
+            parts.append(choice.get("text") or "")
+            finish[0] = choice.get("finish_reason") or finish[0]
+            return _TOP_LEVEL.search("".join(parts[-2:])) is not None  # a newline, then column 0
+        temperature = self.temperature_for(prompt.seed)
+        self._request(server, {"prompt": tokens, "temperature": temperature, "max_tokens": self.max_tokens,
+                               "seed": prompt.seed, "stop": COMPLETION_STOPS, "stream": True}, on_chunk)
+        if finish[0] and finish[0].startswith("error: "):
+            raise SamplerError(f"generation failed: {finish[0][7:]}")
+        text = "".join(parts)
+        if (end := _TOP_LEVEL.search(text)) is not None:
+            text, finish[0] = text[:end.start() + 1], "function_end"
+        return Sample(text=prompt.header + text, model=MODEL_NAME, tokens_in=len(tokens),
+                      tokens_out=sum(1 for p in parts if p), seconds=time.perf_counter() - start,
+                      extra={"finish_reason": finish[0], "mode": "completion", "reused_tokens": reused,
+                             "prompt_s": prompt_s, "temperature": temperature})
 
     def _lock(self) -> asyncio.Lock:
         return self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
