@@ -1,5 +1,6 @@
 """LLM samplers against real models: embedded llama.cpp (xllamacpp), and llama.cpp's OpenAI-compatible server."""
 import asyncio
+import math
 import socket
 import sys
 
@@ -70,6 +71,17 @@ def test_local_generations_queue_one_at_a_time(local):
     assert a.text == c.text and a.text != b.text
 
 
+def test_each_sample_draws_its_temperature_from_its_seed():
+    sampler = LocalSampler(temperature=0.8, temperature_spread=0.5)
+    temps = [sampler.temperature_for(seed) for seed in range(200)]
+    assert temps == [sampler.temperature_for(seed) for seed in range(200)]
+    assert all(0.8 * math.exp(-0.5) <= t <= 0.8 * math.exp(0.5) for t in temps)
+    assert min(temps) < 0.55 and max(temps) > 1.25  # the whole range is used
+    assert LocalSampler(temperature=0.8, temperature_spread=0).temperature_for(3) == 0.8
+    with pytest.raises(ValueError, match="^temperature_spread must be >= 0, not -1$"):
+        LocalSampler(temperature_spread=-1)
+
+
 def test_local_check_and_missing_model(local, tmp_path):
     asyncio.run(local.check())
     missing = LocalSampler(tmp_path / "nope.gguf")
@@ -89,6 +101,8 @@ def test_local_completion_mode_continues_the_header(local):
     a, b = asyncio.run(local.sample(p)), asyncio.run(local.sample(p))
     assert a.text.startswith(header) and len(a.text) > len(header) and a.text == b.text
     assert a.extra["mode"] == "completion" and 0 < a.tokens_out <= SHORT
+    # Generation stops where the function ends: no line of the answer starts at column 0.
+    assert all(line[:1] in ("", " ", "\t") for line in a.text[len(header):].splitlines())
     try:
         assert "priority" in extract_functions(a.text, ["priority"], header=header)
     except EditError as e:  # a cut-off body is fine here: it must be a one-line reason
