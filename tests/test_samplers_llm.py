@@ -71,6 +71,19 @@ def test_local_generations_queue_one_at_a_time(local):
     assert a.text == c.text and a.text != b.text
 
 
+def test_the_embedded_server_answers_only_its_own_sampler(local):
+    # llama.cpp's server inside the sampler also listens on a loopback port; without the sampler's
+    # key another local process (a candidate in a sandbox without a network namespace) gets nothing.
+    import urllib.error
+    import urllib.request
+    asyncio.run(local.sample(prompt(3)))
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for path in ("/v1/models", "/tokenize", "/slots"):
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            direct.open(urllib.request.Request(local._server.listening_address + path, data=b'{"content": "x"}'),
+                        timeout=30)
+
+
 def test_each_sample_draws_its_temperature_from_its_seed():
     sampler = LocalSampler(temperature=0.8, temperature_spread=0.5)
     temps = [sampler.temperature_for(seed) for seed in range(200)]

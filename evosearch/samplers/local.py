@@ -31,6 +31,7 @@ import math
 import os
 import random
 import re
+import secrets
 import threading
 import time
 import urllib.error
@@ -142,6 +143,7 @@ class LocalSampler(Sampler):
         self.evaluated_tokens = 0  # prompt tokens evaluated
         self._held: list[int] = []  # the prompt tokens whose KV state the server's slot holds
         self._server = None
+        self._key = secrets.token_urlsafe(24)
         self._load_lock = threading.Lock()
         # One generation at a time. Waiters queue on an asyncio lock (one per event loop)
         # rather than parking executor threads.
@@ -164,8 +166,12 @@ class LocalSampler(Sampler):
             if self._server is None:
                 xllamacpp = self._imports()
                 try:
-                    self._server = xllamacpp.Server(server_params(xllamacpp, self.model_path, self.n_ctx,
-                                                                  self.threads))
+                    params = server_params(xllamacpp, self.model_path, self.n_ctx, self.threads)
+                    # The server also listens on a loopback port (its tokenizer is reached there): a key
+                    # only this sampler knows keeps other local processes from its slot and endpoints.
+                    params.api_keys = [self._key]
+                    params.endpoint_slots = False
+                    self._server = xllamacpp.Server(params)
                 except (ValueError, RuntimeError, OSError) as e:
                     raise SamplerError(f"cannot load {self.model_path}: {e}") from None
                 self._held = []
@@ -184,7 +190,8 @@ class LocalSampler(Sampler):
             return []
         body = json.dumps({"content": text, "add_special": bos, "parse_special": special}).encode()
         request = urllib.request.Request(f"{server.listening_address}/tokenize", data=body,
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json",
+                                                  "Authorization": f"Bearer {self._key}"})
         try:
             with _DIRECT.open(request, timeout=60) as r:
                 return json.loads(r.read())["tokens"]
