@@ -180,6 +180,11 @@ class LocalSampler(Sampler):
     async def check(self) -> None:
         self._imports()
 
+    def forget_prefix(self) -> None:
+        """The next sample evaluates its whole prompt (for benchmarks of the prompt cache)."""
+        with self._run_lock:
+            self._held = []
+
     def temperature_for(self, seed: int) -> float:
         """This sample's temperature: a function of its seed, so reruns and resumes draw the same."""
         return self.temperature * math.exp(self.temperature_spread * random.Random(seed).uniform(-1, 1))
