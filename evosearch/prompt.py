@@ -29,10 +29,10 @@ METRICS_SHOWN = 8
 # A direction per sample, drawn from its seed, for the full format: a small model asked only for an
 # "improved version" mostly writes one of a few rewrites again and again (measured with Gemma 3 270M in
 # benchmarks/small_model_novelty.py); a named kind of change spreads its answers. None: plain FunSearch.
+# Concrete kinds only: "tries a different idea" sent Gemma 270M into 489 tokens of looping comments.
 DIRECTIONS = (None, None, "changes its constants", "adds a second term to the formula",
               "uses a nonlinear function of the inputs (a power, np.exp, np.log or np.sqrt)",
-              "treats some cases differently (np.where)", "combines ideas of the versions above",
-              "tries a different idea")
+              "treats some cases differently (np.where)", "combines ideas of the versions above")
 
 
 @dataclass

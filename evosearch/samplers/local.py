@@ -64,6 +64,13 @@ def answer_complete(text: str, functions: list[str]) -> bool:
     return any(define.search(m.group(1)) for m in _CLOSED_FENCE.finditer(text))
 
 
+def looping(text: str, times: int = 3) -> bool:
+    """True once one non-blank line has come ``times`` times: a small model caught in a loop (the
+    same comment again and again) only burns tokens until ``max_tokens``."""
+    lines = [line.strip() for line in text.split("\n")[:-1] if line.strip()]  # the last may be unfinished
+    return bool(lines) and lines.count(lines[-1]) >= times
+
+
 def format_gemma(chat: list[dict[str, str]]) -> str:
     """Gemma's chat template as text (BOS comes from the tokenizer), so the prompt can be
     tokenized in two parts around its shared head."""
@@ -310,7 +317,12 @@ class LocalSampler(Sampler):
             choice = (chunk.get("choices") or [{}])[0]
             parts.append(choice.get("text") or "")
             finish[0] = choice.get("finish_reason") or finish[0]
-            return _TOP_LEVEL.search("".join(parts[-2:])) is not None  # a newline, then column 0
+            if _TOP_LEVEL.search("".join(parts[-2:])) is not None:  # a newline, then column 0
+                return True
+            if "\n" in parts[-1] and looping("".join(parts)):
+                finish[0] = "loop"
+                return True
+            return False
         temperature = self.temperature_for(prompt.seed)
         self._request(server, {"prompt": tokens, "temperature": temperature, "max_tokens": self.max_tokens,
                                "seed": prompt.seed, "stop": COMPLETION_STOPS, "stream": True}, on_chunk)
