@@ -11,7 +11,7 @@ from evosearch.program import EditError
 from evosearch.samplers import SAMPLERS, make_sampler
 from evosearch.samplers.base import Prompt, SamplerError
 from evosearch.samplers.llama_server import llama_server
-from evosearch.samplers.local import LocalSampler, answer_complete, messages
+from evosearch.samplers.local import LocalSampler, answer_complete, looping, messages
 from evosearch.samplers.mutate import MutateSampler
 from evosearch.samplers.openai_api import OpenAISampler, is_local
 
@@ -189,6 +189,14 @@ def test_generation_stops_once_a_code_block_defines_the_function():
     assert not answer_complete(done[:-3], ["priority"])  # block still open
     assert not answer_complete(done, ["heuristic"])
     assert not answer_complete(f"{fence}python\nimport numpy as np\n{fence}\ndef priority(a):", ["priority"])
+
+
+def test_an_answer_repeating_a_line_a_third_time_is_caught_in_a_loop():
+    loop = "    # if the bin size is 214.5, the bin should have the highest value\n"
+    assert looping("    x = 1\n" + loop + "    y = 2\n" + loop + loop)
+    assert not looping("    x = 1\n" + loop + loop)  # twice happens in real code
+    assert not looping("    x = 1\n" + loop + loop + loop[:20])  # the third still unfinished
+    assert not looping("    a = 1\n\n\n    b = 2\n\n\n")  # blank lines are not a loop
 
 
 def test_gemma_has_no_system_role_so_it_is_folded_into_the_user_turn():
