@@ -98,6 +98,9 @@ async def run_search(config: RunConfig, problem: Problem, run_dir: Path) -> dict
     (run_dir / "best.py").write_text(store.get(summary["best"]["id"])["code"])
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     store.close()
+    from .report import write_report_safely
+
+    write_report_safely(run_dir)  # report.html: the run in one offline page
     return summary
 
 
