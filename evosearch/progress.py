@@ -36,7 +36,10 @@ class _ConsoleHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.terminal.say(self.format(record))
+            text = self.format(record)
+            if record.name == "py.warnings":  # warnings.warn: the message, not the source line under it
+                text = text.splitlines()[0]
+            self.terminal.say(text)
         except Exception:
             self.handleError(record)
 

@@ -122,6 +122,7 @@ def priority(item, bins):
 '''
 
 
+@pytest.mark.slow
 def test_eval_scores_a_file_on_both_splits_with_their_own_deadlines(tmp_path):
     (tmp_path / "h.py").write_text(FUNSEARCH_STYLE)
     proc = evosearch("eval", "bin_packing", str(tmp_path / "h.py"), *SMALL[:2], "--json", "--test-timeout-s", "45")
@@ -151,6 +152,7 @@ def test_eval_mistakes_are_one_line(tmp_path):
                    "no top-level function to put into the skeleton")
 
 
+@pytest.mark.slow
 def test_the_example_config_runs_as_it_is(tmp_path):
     proc = evosearch("run", "--config", str(REPO / "examples" / "run.yaml"), cwd=tmp_path)
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -162,6 +164,7 @@ def test_the_example_config_runs_as_it_is(tmp_path):
     assert f"run {Path('runs') / run_dir.name}: 60 samples" in proc.stdout
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_cleanly_writes_the_summary_and_resume_finishes(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
