@@ -148,7 +148,7 @@ class Progress:
         self.elites = 0
         self._replayed = 0  # results committed before this process started (resume): not in the rate
         self._last_result = self.start
-        self._last_line = 0.0
+        self._last_line = self.start  # the first line: at the first result, or a heartbeat
         self._phase: tuple[str, float] | None = None
         self._closed = False
         self._bar = self._task = None
