@@ -13,10 +13,8 @@ and columns are described in docs/store.md.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,8 @@ def prepare(problem: str | Path | Problem | None, settings: dict[str, Any], conf
 async def execute(config: RunConfig, problem: Problem, run_dir: Path) -> dict:
     """Run the search into ``run_dir`` and return its summary. Interrupted (Ctrl-C, task cancelled), it
     still writes summary.json and best.py from what the store holds, then re-raises."""
+    import asyncio
+
     from .launch import run_search
 
     try:
@@ -80,6 +80,9 @@ def search(problem: str | Path | Problem, *, config: str | Path | None = None, r
            **settings: Any) -> "SearchResult":
     """Run a search and return its result (see :func:`search_async` for the arguments). Works from a plain
     script and from code that already runs an event loop (it then runs the search in a thread of its own)."""
+    import asyncio
+    import threading
+
     coroutine = search_async(problem, config=config, resume=resume, **settings)
     try:
         asyncio.get_running_loop()

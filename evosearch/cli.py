@@ -5,7 +5,6 @@ answer at once: the engine, pyribs and Ray load only once the problem and the se
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -64,6 +63,8 @@ def _settings(args: argparse.Namespace, *own: str) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from .api import execute, prepare
 
     config, problem = prepare(args.problem, _settings(args), args.config, args.resume)  # checked before any folder
@@ -86,6 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import asyncio
+
     from .api import prepare
     from .program import EditError
 
@@ -131,6 +134,8 @@ def program_for(problem, code: str) -> tuple[str, str]:
 
 
 async def _evaluate(config, problem, code: str) -> dict:
+    import asyncio
+
     from evaluators.evaluator import Evaluator
     from evaluators.pool import WorkerPool
 

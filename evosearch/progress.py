@@ -97,8 +97,8 @@ class Terminal:
         global _terminal
         if self.progress is not None:
             self.progress.close()
-        if kind is not None and issubclass(kind, (KeyboardInterrupt, Exception)):
-            log.info("run ended by %s", kind.__name__)
+        if kind is not None:
+            log.info("run ended by %s: %s", kind.__name__, error)
         root = logging.getLogger()
         for handler in self._handlers:
             root.removeHandler(handler)
