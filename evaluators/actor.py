@@ -100,7 +100,9 @@ class RayWorkerPool:
                 pool_kwargs["problem_relative"] = str(folder.relative_to(Path.cwd()))
         self.pool_kwargs = pool_kwargs
         options = dict(max_restarts=max_restarts, max_task_retries=0, resources=resources or {})
-        self.actors = [EvaluatorActor.options(**options).remote(pool_kwargs, sleep_s) for _ in range(n)]
+        tag = os.urandom(3).hex()  # names (what `ray list actors` shows) unique across runs
+        self.actors = [EvaluatorActor.options(name=f"evosearch-evaluator-{i}-{tag}", **options).remote(pool_kwargs, sleep_s)
+                       for i in range(n)]
         self._load = [0] * n
         self._down_until = [0.0] * n
         self._next = 0

@@ -94,10 +94,11 @@ class IslandProxy:
     """An island's interface, served by an ``IslandActor``."""
 
     def __init__(self, descriptors: Sequence, qd_score_offset: float | None = None, *, options: dict | None = None,
-                 actor_options: dict | None = None, snapshot_every: int = 1000):
+                 actor_options: dict | None = None, snapshot_every: int = 1000, name: str | None = None):
         self.descriptors = tuple(descriptors)
         self.snapshot_every = snapshot_every
-        self.actor = IslandActor.options(max_restarts=-1, max_task_retries=0, **(actor_options or {})).remote(
+        named = {"name": name} if name else {}  # what `ray list actors` shows
+        self.actor = IslandActor.options(max_restarts=-1, max_task_retries=0, **named, **(actor_options or {})).remote(
             self.descriptors, qd_score_offset, options)
         self._snapshot: bytes | None = None
         self._journal: list[tuple[str, bytes, bytes]] = []
@@ -180,8 +181,12 @@ class RayArchipelago(Archipelago):
     """An ``Archipelago`` whose islands live in actors (``num_cpus=0`` each)."""
 
     def __init__(self, *args, actor_options: dict | None = None, **kwargs):
+        tag, made = os.urandom(3).hex(), []  # one tag per archipelago: names stay unique across runs
+
         def make_island(descriptors, qd_score_offset=None, **options):
-            return IslandProxy(descriptors, qd_score_offset, options=options, actor_options=actor_options)
+            made.append(None)
+            return IslandProxy(descriptors, qd_score_offset, options=options, actor_options=actor_options,
+                               name=f"evosearch-island-{len(made) - 1}-{tag}")
 
         kwargs["make_island"] = make_island
         super().__init__(*args, **kwargs)

@@ -62,7 +62,9 @@ class RaySampler(Sampler):
         options = dict(num_gpus=num_gpus, resources=resources or {}, max_restarts=max_restarts, max_task_retries=0)
         if env_vars:
             options["runtime_env"] = {"env_vars": dict(env_vars)}
-        self.actors = [SamplerActor.options(**options).remote(name, dict(kwargs or {})) for _ in range(n)]
+        tag = os.urandom(3).hex()  # names (what `ray list actors` shows) unique across runs
+        self.actors = [SamplerActor.options(name=f"evosearch-sampler-{name}-{i}-{tag}", **options).remote(
+            name, dict(kwargs or {})) for i in range(n)]
         self._load = [0] * n
         self._next = 0
         self.actor_failures = 0
