@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig, load_yaml, make_config
-from .problem import Problem, load_problem
+from .problem import Problem, check_problem, load_problem
 
 # What a program row's JSON columns hold (evosearch/store.py writes them as JSON text).
 _JSON = ("parents", "descriptors", "metrics", "attempts")
@@ -40,6 +40,7 @@ def prepare(problem: str | Path | Problem | None, settings: dict[str, Any], conf
         layers.insert(0, saved_config(Path(resume)))
     config = make_config(*layers)
     loaded = load_problem(config.problem, config.data_dir, config.seed, config.problem_options)
+    check_problem(loaded)
     if Path(config.problem).is_dir():
         config.problem = str(loaded.folder)  # absolute, so --resume works from any directory
     return config, loaded

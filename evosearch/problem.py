@@ -182,12 +182,12 @@ def load_problem(ref: str | Path, data_dir: str | Path | None = None, seed: int 
     problem.folder = folder
     if not problem.name:
         problem.name = folder.name
-    check_problem(problem)
     return problem
 
 
 def check_problem(problem: Problem) -> None:
-    """ProblemError naming the first mistake in the descriptors or the skeleton, before a run starts."""
+    """ProblemError naming the first mistake in the descriptors or the skeleton: what a search needs, checked
+    before a run starts (a sandbox worker loads problems without it: it runs whole programs)."""
     from .program import EditError, evolvable_functions  # pure text/AST code, no engine
 
     names = [d.name for d in problem.descriptors]
