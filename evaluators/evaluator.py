@@ -66,6 +66,13 @@ class _Entry:
             stages={k[2:]: v for k, v in mean.items() if k.startswith("s ")})
 
 
+def _retrieved(task: asyncio.Future) -> None:
+    """Mark a shared task's failure as seen: when every waiter was cancelled (Ctrl-C) and the pool then
+    closes under it, asyncio would otherwise print "Task exception was never retrieved" at exit."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _done(result: Evaluation) -> asyncio.Future:
     future = asyncio.get_running_loop().create_future()
     future.set_result(result)
@@ -163,6 +170,7 @@ class Evaluator:
             if entry is not None and self._functional.get(result.functional_hash) is entry:
                 del self._functional[result.functional_hash]
         task = asyncio.ensure_future(self._evaluate_new(code, s_hash, key))
+        task.add_done_callback(_retrieved)
         self._syntactic[s_hash] = (task, key)
         try:
             return await asyncio.shield(task)
@@ -196,6 +204,7 @@ class Evaluator:
             return dataclasses.replace(result, syntactic_hash=s_hash, cache_hit="functional",
                                        duplicate_of=entry.key, eval_s=probe_s, output=str(probe.get("output") or ""))
         task = asyncio.ensure_future(self._first(code, s_hash, f_hash, probe_s))
+        task.add_done_callback(_retrieved)
         self._functional[f_hash] = _Entry(task=task, key=key, functional_hash=f_hash)
         try:
             return await asyncio.shield(task)
@@ -261,11 +270,12 @@ class Evaluator:
         result.eval_s = eval_s
         return result
 
-    async def evaluate_split(self, code: str, split: str) -> Evaluation:
-        """Uncached evaluation on one split (e.g. "test" for held-out reporting)."""
+    async def evaluate_split(self, code: str, split: str, timeout_s: float | None = None) -> Evaluation:
+        """Uncached evaluation on one split (e.g. "test" for held-out reporting); ``timeout_s``
+        overrides the evaluator's deadline (the held-out split may need a longer one)."""
         try:
             s_hash = syntactic_hash(code)
         except (SyntaxError, ValueError) as e:
             return _syntax_failure(e)
-        reply = await self._run(code, split)
+        reply = await self.pool.run(code, split, timeout_s=timeout_s or self.timeout_s, memory_mb=self.memory_mb)
         return _from_reply(reply, syntactic_hash=s_hash, functional_hash=reply.get("functional_hash"))

@@ -268,6 +268,9 @@ class Worker:
             total = self.problem.aggregate(per_instance)
         except Exception as e:
             return {**invalid, "reason": sandbox.one_line(f"aggregate raised {type(e).__name__}: {e}")}
+        missing = [d.name for d in self.problem.descriptors if d.name not in total.descriptors]
+        if missing:
+            return {**invalid, "reason": f"descriptor '{missing[0]}' is missing from the aggregated Score"}
         values = {"score": total.score, **{f"descriptor {k}": v for k, v in total.descriptors.items()},
                   **{f"metric {k}": v for k, v in total.metrics.items()}}
         bad = [k for k, v in values.items() if not _finite(v)]

@@ -90,6 +90,10 @@ class RunConfig:
     runtime_descriptor: bool = knob(False, "add measured evaluation time (log10 seconds) as a behaviour axis; "
                                            "wall-clock, so runs stop being exactly repeatable")
     timeout_s: float | None = knob(None, "wall-clock deadline of one evaluation (default: the problem's)", minimum=0.01)
+    test_timeout_s: float | None = knob(None, "wall-clock deadline of one evaluation on the held-out split (the "
+                                              "end-of-run report, `evosearch eval`), whose instances may be larger "
+                                              "than training's (default: --timeout-s)",
+                                        minimum=0.01)
     memory_mb: int | None = knob(None, "memory limit of one candidate process in MiB (default: the problem's)", minimum=16)
     unsafe_no_sandbox: bool = knob(False, "run candidates even where nothing confines them (no usable bubblewrap, no "
                                           "Landlock): they then have your user's full powers over files, network "
@@ -244,16 +248,33 @@ def make_config(*layers: dict) -> RunConfig:
     return RunConfig(**merged).validate()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per knob; each defaults to SUPPRESS so only flags the user gave override YAML."""
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """One flag per knob (or per knob named in ``only``); each defaults to SUPPRESS so only flags the
+    user gave override YAML."""
     for f in dataclasses.fields(RunConfig):
-        if f.name == "problem":
+        if f.name == "problem" or (only is not None and f.name not in only):
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} (default: {default})"
+        help_text = _with_default(f.metadata["help"], default)
         if typing.get_type_hints(RunConfig)[f.name] is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
             parser.add_argument(flag, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text,
                                 choices=f.metadata["choices"])
+
+
+def _with_default(help_text: str, default: Any) -> str:
+    """The help line with its default said once: knobs whose text already explains it (``(default: the
+    problem's)``, ``(None: no limit)``) keep their own words; dicts print as the YAML one would type."""
+    if "(default" in help_text or (default is None and "(None:" in help_text) or (default == "" and "(''" in help_text):
+        return help_text
+    if isinstance(default, dict):
+        shown = yaml.safe_dump(default, default_flow_style=True, sort_keys=False).strip() if default else "{}"
+    elif isinstance(default, bool):
+        shown = "on" if default else "off"
+    elif default is None:
+        shown = "unset"
+    else:
+        shown = default
+    return f"{help_text} (default: {shown})"

@@ -21,6 +21,12 @@ from .problem import Problem
 from .store import Store, StoreError
 
 
+# Written beside the islands' QD scores in summary.json, which are meaningless without it.
+QD_SCORE_NOTE = ("qd_score = sum over an island's elites of (score - qd_score_offset); the offset is the first score "
+                 "the island received, the seed program's training score, so the QD score adds up how much each "
+                 "occupied cell improves on the seed (a cell held by a program worse than the seed subtracts)")
+
+
 class RunDirError(Exception):
     """The run directory cannot be used (a user mistake: one line)."""
 
@@ -123,9 +129,16 @@ async def _search(config: RunConfig, problem: Problem, run_dir: Path, store: Sto
         best = await engine.run()
     finally:
         store.set_meta("evaluator_stats", _add_counts(earlier, evaluator.stats()))
+    if progress:
+        progress.phase("held-out evaluation of the seed and the best program")
     # The held-out evaluations (sandbox) and the heatmap (matplotlib, in a thread) overlap.
-    summary, islands = await asyncio.gather(report(problem, store, evaluator, best.program_id),
-                                            asyncio.to_thread(write_island_outputs, engine, run_dir))
+    try:
+        summary, islands = await asyncio.gather(report(problem, store, evaluator, best.program_id,
+                                                       config.test_timeout_s),
+                                                asyncio.to_thread(write_island_outputs, engine, run_dir))
+    finally:
+        if progress:
+            progress.close()
     summary["evaluator"] = _add_counts(earlier, evaluator.stats())  # the whole run's, held-out report included
     store.set_meta("evaluator_stats", summary["evaluator"])
     summary["islands"] = islands
@@ -156,16 +169,17 @@ def write_island_outputs(engine, run_dir: Path) -> dict:
     (run_dir / "qd_metrics.json").write_text(json.dumps({"every": engine.qd_every, "history": engine.qd_history,
                                                          "final": final}, indent=1))
     heatmap = write_heatmap(engine.archipelago, run_dir / "heatmap.png", title=f"{engine.problem.name}: all islands")
-    return {"final": final, "heatmap": "heatmap.png" if heatmap else None, "qd_metrics": "qd_metrics.json"}
+    return {"final": final, "heatmap": "heatmap.png" if heatmap else None, "qd_metrics": "qd_metrics.json",
+            "qd_score_note": QD_SCORE_NOTE}
 
 
-async def report(problem: Problem, store: Store, evaluator, best_id: int) -> dict:
+async def report(problem: Problem, store: Store, evaluator, best_id: int, test_timeout_s: float | None = None) -> dict:
     """The best program against the seed, on training and held-out instances."""
     counts = store.status_counts("id > 0")  # the seed program is not a sample
     out = {"problem": problem.name, "samples": sum(counts.values()), "outcomes": counts}
     for name, pid in (("seed", 0), ("best", best_id)):
         row = store.get(pid)
-        held_out = await evaluator.evaluate_split(row["code"], "test")
+        held_out = await evaluator.evaluate_split(row["code"], "test", timeout_s=test_timeout_s)
         out[name] = {"id": pid, "train": row["score"], "train_metrics": row["metrics"],
                      "test": held_out.score, "test_metrics": held_out.metrics,
                      "test_status": held_out.status if not held_out.ok else None}
@@ -184,7 +198,9 @@ def format_summary(summary: dict, run_dir: Path) -> str:
              + ", ".join(f"{k} {v}" for k, v in sorted(summary["outcomes"].items()))]
     for split in ("train", "test"):
         if s[split] is None or b[split] is None:
-            lines.append(f"{split:5}: best {b[split]} seed {s[split]} ({b.get('test_status') or s.get('test_status')})")
+            status = b.get("test_status") or s.get("test_status")
+            hint = "; a longer held-out deadline: --test-timeout-s" if status == "timeout" else ""
+            lines.append(f"{split:5}: best {b[split]} seed {s[split]} ({status}{hint})")
             continue
         lines.append(f"{split:5}: best {b[split]:.6g} vs seed {s[split]:.6g} (gain {summary['gain_' + split]:+.6g})"
                      f"   best: {metrics(b[split + '_metrics'])}   seed: {metrics(s[split + '_metrics'])}")

@@ -170,9 +170,13 @@ class Problem(abc.ABC):
     def aggregate(self, per_instance: dict[str, dict[str, float]]) -> Score:
         """Trusted: combine per-instance metrics; default is the mean of each."""
         keys = next(iter(per_instance.values())).keys()
+        missing = [d.name for d in self.descriptors if d.name not in keys]
+        if missing:  # a scorer bug, not a bad candidate: name the key rather than score it nan
+            raise ValueError(f"descriptor '{missing[0]}' is missing from score()'s metrics (it returned "
+                             f"{', '.join(sorted(keys))})")
         means = {k: sum(m[k] for m in per_instance.values()) / len(per_instance) for k in keys}
         score = means.pop("score")
-        desc = {d.name: means.get(d.name, math.nan) for d in self.descriptors}
+        desc = {d.name: means[d.name] for d in self.descriptors}
         return Score(score=score, descriptors=desc, metrics=means)
 
 
@@ -252,6 +256,34 @@ def load_problem(ref: str | Path, data_dir: str | Path | None = None, seed: int 
     if not problem.name:
         problem.name = folder.name
     return problem
+
+
+def check_problem(problem: Problem) -> None:
+    """ProblemError naming the first mistake in the descriptors or the skeleton: what a search needs, checked
+    before a run starts (a sandbox worker loads problems without it: it runs whole programs)."""
+    from .program import EditError, evolvable_functions  # pure text/AST code, no engine
+
+    names = [d.name for d in problem.descriptors]
+    if len(set(names)) != len(names):
+        raise ProblemError(f"problem '{problem.name}': descriptor names repeat: {', '.join(names)}")
+    for d in problem.descriptors:
+        if not isinstance(d, Descriptor):
+            continue  # other axis kinds (islands.Categorical) check themselves
+        if not (math.isfinite(d.low) and math.isfinite(d.high) and d.low < d.high):
+            raise ProblemError(f"problem '{problem.name}': descriptor '{d.name}' needs low < high, "
+                               f"got low {d.low}, high {d.high}")
+        if isinstance(d.bins, bool) or int(d.bins) != d.bins or d.bins < 1:
+            raise ProblemError(f"problem '{problem.name}': descriptor '{d.name}' needs bins >= 1, got {d.bins}")
+    skeleton = problem.folder / "skeleton.py"
+    try:
+        functions = evolvable_functions(problem.skeleton)
+    except SyntaxError as e:
+        raise ProblemError(f"{skeleton}: line {e.lineno}: {e.msg}") from None
+    except EditError as e:
+        raise ProblemError(f"{skeleton}: {e} (mark the code to evolve with lines "
+                           f"'# EVOLVE-BLOCK-START' and '# EVOLVE-BLOCK-END')") from None
+    if not functions:
+        raise ProblemError(f"{skeleton}: no top-level function between the EVOLVE-BLOCK markers to evolve")
 
 
 def available_problems() -> dict[str, str]:

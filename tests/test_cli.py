@@ -1,0 +1,197 @@
+"""The command line as a new user meets it: --version, --help, quick one-line mistakes, `eval`, the example
+config, Ctrl-C. Everything runs the real CLI in a subprocess (real sandbox, real store)."""
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--problem-options", "{train_items: 200, test_items: 300}", "--workers", "2"]
+
+
+def evosearch(*args, cwd=None, check=True, env=None, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           **(env or {})}
+    proc = subprocess.run([sys.executable, *kw.pop("python_flags", []), "-m", "evosearch", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600, env=env, **kw)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def one_line_error(proc, message):
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("evosearch: error:") and message in last, proc.stderr
+
+
+def test_version():
+    from importlib.metadata import version
+    assert evosearch("--version").stdout.strip() == f"evosearch {version('evosearch')}"
+
+
+def test_run_help_says_each_default_once():
+    text = evosearch("run", "--help", env={"COLUMNS": "200"}).stdout
+    flags = re.split(r"\n  (?=--)", text.split("options:")[1])
+    for flag in flags:
+        assert flag.count("(default") <= 1, flag
+    assert "(default: 100)" in next(f for f in flags if f.startswith("--samples "))
+    assert "(default: the embedded model)" in next(f for f in flags if f.startswith("--model "))
+    assert "(default: {full: 1.0})" in next(f for f in flags if f.startswith("--edit-formats "))
+
+
+def test_a_mistyped_problem_is_named_before_the_engine_loads(tmp_path):
+    # Python's own import log: the answer must not wait for the engine, pyribs or Ray to import.
+    proc = evosearch("run", "bin_pakcing", "--sampler", "mutate", check=False, cwd=tmp_path, python_flags=["-X", "importtime"])
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert {"ribs", "ray", "evosearch.launch", "evosearch.engine", "numpy"}.isdisjoint(imported)
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
+    assert errors == ["evosearch: error: unknown problem 'bin_pakcing' (not a folder, built-in or installed problem; "
+                      "see `evosearch problems`)"]
+    assert not (tmp_path / "runs").exists()
+
+
+def write_problem(folder: Path, descriptors: str = 'Descriptor("mean", 0.0, 20.0, 4)', skeleton: str | None = None,
+                  score: str = '{"score": -abs(float(y) - 10), "mean": float(y)}') -> Path:
+    folder.mkdir()
+    (folder / "skeleton.py").write_text(skeleton if skeleton is not None else
+                                        "# EVOLVE-BLOCK-START\ndef g(x):\n    return x + 1\n# EVOLVE-BLOCK-END\n")
+    (folder / "problem.py").write_text(f'''
+from evosearch.problem import Descriptor, Problem
+
+
+class Tiny(Problem):
+    description = "tiny"
+    descriptors = ({descriptors},)
+    timeout_s = 10
+
+    def instances(self, split):
+        return {{"a": 3, "b": 5}}
+
+    @staticmethod
+    def run(program, x):
+        return program["g"](x)
+
+    def score(self, x, y):
+        return {score}
+''')
+    return folder
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("low_high", "descriptor 'mean' needs low < high, got low 5.0, high 5.0"),
+    ("no_markers", "no # EVOLVE-BLOCK-START ... # EVOLVE-BLOCK-END region"),
+    ("no_function", "no top-level function between the EVOLVE-BLOCK markers"),
+])
+def test_a_malformed_problem_ends_in_one_line_and_leaves_no_run_folder(tmp_path, kind, message):
+    folder = {"low_high": lambda: write_problem(tmp_path / "p", descriptors='Descriptor("mean", 5.0, 5.0, 4)'),
+              "no_markers": lambda: write_problem(tmp_path / "p", skeleton="def g(x):\n    return x + 1\n"),
+              "no_function": lambda: write_problem(tmp_path / "p", skeleton="# EVOLVE-BLOCK-START\nK = 1\n"
+                                                                            "# EVOLVE-BLOCK-END\ndef g(x):\n    return x\n"),
+              }[kind]()
+    work = tmp_path / "work"
+    work.mkdir()
+    one_line_error(evosearch("run", str(folder), "--sampler", "mutate", check=False, cwd=work), message)
+    one_line_error(evosearch("run", str(folder), "--sampler", "mutate", "--out", str(tmp_path / "o"), check=False,
+                             cwd=work), message)
+    assert list(work.iterdir()) == [] and not (tmp_path / "o").exists()
+
+
+def test_a_descriptor_missing_from_the_scores_is_named_as_missing(tmp_path):
+    folder = write_problem(tmp_path / "p", score='{"score": -abs(float(y) - 10)}')
+    proc = evosearch("run", str(folder), "--sampler", "mutate", "--samples", "2", "--out", str(tmp_path / "o"),
+                     "--workers", "1", check=False)
+    one_line_error(proc, "descriptor 'mean' is missing from score()'s metrics (it returned score)")
+    assert "nan" not in proc.stderr
+
+
+FUNSEARCH_STYLE = '''
+import numpy as np
+
+def priority(item, bins):
+    """Best fit, written as a published heuristic is: the function alone."""
+    return -(bins - item)
+'''
+
+
+@pytest.mark.slow
+def test_eval_scores_a_file_on_both_splits_with_their_own_deadlines(tmp_path):
+    (tmp_path / "h.py").write_text(FUNSEARCH_STYLE)
+    proc = evosearch("eval", "bin_packing", str(tmp_path / "h.py"), *SMALL[:2], "--json", "--test-timeout-s", "45")
+    result = json.loads(proc.stdout)
+    assert result["program"] == "priority in the skeleton"
+    assert result["train"]["status"] == result["test"]["status"] == "ok"
+    assert result["train"]["score"] == pytest.approx(-86.2)  # Best Fit, as the seed program scores
+    assert result["test"]["timeout_s"] == 45 and result["train"]["timeout_s"] == 30  # bin packing's own
+    # A program slow only on the larger held-out instances: the held-out deadline alone decides.
+    (tmp_path / "slow.py").write_text(FUNSEARCH_STYLE.replace('"""\n', '"""\n    import time; time.sleep(0.02 if len(bins) > 130 else 0)\n', 1))
+    proc = evosearch("eval", "bin_packing", str(tmp_path / "slow.py"), *SMALL[:2], "--json", "--timeout-s", "60",
+                     "--test-timeout-s", "1", check=False)
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert (result["train"]["status"], result["test"]["status"]) == ("ok", "timeout")
+    # A whole program (a run's best.py) is taken as it is; the table form names both splits.
+    (tmp_path / "best.py").write_text((REPO / "problems" / "bin_packing" / "skeleton.py").read_text())
+    text = evosearch("eval", "bin_packing", str(tmp_path / "best.py"), *SMALL[:2]).stdout
+    assert "(whole program)" in text and re.search(r"^train ok .*excess_pct", text, re.M) \
+        and re.search(r"^test  ok ", text, re.M)
+
+
+def test_eval_mistakes_are_one_line(tmp_path):
+    one_line_error(evosearch("eval", "bin_packing", str(tmp_path / "none.py"), check=False), "cannot read")
+    (tmp_path / "x.py").write_text("x = 1\n")
+    one_line_error(evosearch("eval", "bin_packing", str(tmp_path / "x.py"), check=False),
+                   "no top-level function to put into the skeleton")
+
+
+@pytest.mark.slow
+def test_the_example_config_runs_as_it_is(tmp_path):
+    proc = evosearch("run", "--config", str(REPO / "examples" / "run.yaml"), cwd=tmp_path)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["samples"] == 60 and summary["best"]["test"] is not None
+    assert "qd_score_offset" in summary["islands"]["qd_score_note"]
+    log = (run_dir / "run.log").read_text()
+    assert "samples 60/60" in log and "held-out evaluation" in log
+    assert f"run {Path('runs') / run_dir.name}: 60 samples" in proc.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_cleanly_writes_the_summary_and_resume_finishes(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    # Ctrl-C in a terminal signals the whole foreground process group: the CLI and its sandbox workers.
+    proc = subprocess.Popen([sys.executable, "-m", "evosearch", "run", "bin_packing", "--sampler", "mutate",
+                             "--samples", "2000", "--out", str(out), *SMALL], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        try:
+            with sqlite3.connect(out / "evosearch.db") as db:
+                if db.execute("SELECT COUNT(*) FROM programs WHERE status = 'ok'").fetchone()[0] > 20:
+                    break
+        except sqlite3.Error:
+            continue
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == (f"evosearch: interrupted; summary so far in {out / 'summary.json'}; "
+                                               f"continue with: evosearch run --resume {out}")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"].startswith("interrupted") and summary["best"]["train"] is not None
+    assert (out / "best.py").read_text().startswith('"""Online bin packing')
+    assert "run ended by KeyboardInterrupt" in (out / "run.log").read_text()
+    evosearch("run", "--resume", str(out), "--samples", "100", "--quiet")
+    summary = json.loads((out / "summary.json").read_text())
+    assert "stopped" not in summary and summary["best"]["test"] is not None
