@@ -100,6 +100,7 @@ class Worker:
         self.scratch_root = config.get("scratch_root") or tempfile.mkdtemp(prefix="evosearch-worker-")
         os.chmod(self.scratch_root, 0o711)  # a candidate may reach its own dir, not list the others
         # Landlock + seccomp, prepared once (before the zygote forks, which inherits them); each candidate applies them
+        self.kernel = None
         if config.get("kernel") is not False:
             self.kernel = KernelLayers(config.get("allow_read") or [], [self.scratch_root],
                                        require=config.get("kernel") is True)
