@@ -38,9 +38,22 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from evaluators.episode import Candidate, CandidateFailed, Frozen, local_candidate  # noqa: F401  (part of the API)
+if TYPE_CHECKING:
+    from evaluators.episode import Candidate
+
+# Part of this module's API, from evaluators.episode (which loads numpy): imported when first used, so
+# the CLI can check a problem name before anything heavy loads.
+_EPISODE_API = ("Candidate", "CandidateFailed", "Frozen", "local_candidate")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EPISODE_API:
+        import evaluators.episode
+        return getattr(evaluators.episode, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "problems"
 ENTRY_POINT_GROUP = "evosearch.problems"
@@ -154,6 +167,7 @@ class Problem(abc.ABC):
         """The harness's output for a *trusted* program (a namespace or source) in this process,
         in either form: for baselines and tests. Candidates go through the evaluators."""
         if self.interactive():
+            from evaluators.episode import local_candidate
             candidate = local_candidate(program)
             return (self.probe_episode if split == "probe" else self.episode)(instance, candidate)
         if isinstance(program, str):
