@@ -117,8 +117,10 @@ class Secrets:
         self.run_dir.mkdir(parents=True)  # default permissions, as `evosearch run` makes them
         self.store_path = self.run_dir / "evosearch.db"
         store = Store(self.store_path)
-        store.begin(0, island=None, parents=[], sampler="seed")
-        store.update(0, code=f"# {CANARY}\n{BEST_FIT}", status="ok", score=-1.0)
+        store.ask(0, island=None, parents=[], sampler="seed")
+        store.set_code(0, f"# {CANARY}\n{BEST_FIT}")
+        store.evaluated(0, status="ok", reason=None, score=-1.0, descriptors=None, metrics=None, syntactic_hash=None,
+                        functional_hash=None, cache_hit=None, duplicate_of=None, eval_s=None)
         store.close()
         for path in [self.root, *self.root.rglob("*")]:
             os.chown(path, self.owner, self.owner)

@@ -1,6 +1,7 @@
 """The planning problem: compiled-away negative preconditions, measured baselines, strict plan checks,
 probe dedup, and real sandbox runs (pyperplan is required: `pip install -e .[planning]`)."""
 import asyncio
+import shutil
 import math
 import sys
 from collections import deque
@@ -292,15 +293,16 @@ def test_batched_search_is_pyperplans_gbfs(problems, domain):
 
 def medium_data(shared_data, tmp_path, domain="ferry", count=3):
     """A data dir laid out like the IPC 2023 repository, whose testing/medium holds ``count`` tasks
-    (copies of easy ones: the shared data holds only the easy level)."""
+    (copies of easy ones: the shared data holds only the easy level). Copies, not links: a sandbox
+    binds the data dir alone, so links out of it would dangle there."""
     src = shared_data / tasks.IPC_FOLDER
     root = tmp_path / tasks.IPC_FOLDER
     (root / domain / "testing" / "medium").mkdir(parents=True)
-    (root / domain / "domain.pddl").symlink_to(src / domain / "domain.pddl")
-    (root / domain / "training").symlink_to(src / domain / "training")
-    (root / domain / "testing" / "easy").symlink_to(src / domain / "testing" / "easy")
+    shutil.copy(src / domain / "domain.pddl", root / domain / "domain.pddl")
+    shutil.copytree(src / domain / "training", root / domain / "training")
+    shutil.copytree(src / domain / "testing" / "easy", root / domain / "testing" / "easy")
     for name in tasks.task_files(src, domain, "testing")[:count]:
-        (root / domain / "testing" / "medium" / f"{name}.pddl").symlink_to(src / domain / "testing" / "easy" / f"{name}.pddl")
+        shutil.copy(src / domain / "testing" / "easy" / f"{name}.pddl", root / domain / "testing" / "medium" / f"{name}.pddl")
     return tmp_path
 
 
