@@ -46,7 +46,10 @@ class LoopbackCluster:
         self.env.pop("RAY_ADDRESS", None)
 
     def _ray(self, *args: str) -> None:
-        out = subprocess.run(["ray", "start", *args, "--node-ip-address=127.0.0.1", "--disable-usage-stats"],
+        # Each node's dashboard agent gets a free port of its own: Ray's default (52365) is fixed, and when another
+        # node or cluster on this machine holds it, the head's agent is missing and jobs find "No available agent".
+        out = subprocess.run(["ray", "start", *args, "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+                              f"--dashboard-agent-listen-port={free_port()}"],
                              env=self.env, capture_output=True, text=True, timeout=180)
         if out.returncode != 0:
             raise RuntimeError(f"ray start {' '.join(args)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
