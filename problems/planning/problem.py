@@ -12,8 +12,8 @@ medium and 16 for hard tasks). Each search may call h ``budget`` times
 
 The harness is interactive: the search, its budget and its count run on the trusted
 side, which sends the candidate's process a copy of the task once and then each state
-to evaluate; the plan is still replayed on the trusted copy of the task before it counts. Score = tasks solved, minus half the mean
-fraction of the budget used (unsolved tasks use all of it): ties in coverage go to
+to evaluate; the plan is still replayed on the trusted copy of the task before it counts.
+Score = tasks solved, minus half the mean fraction of the budget used (unsolved tasks use all of it): ties in coverage go to
 the heuristic that searched less, and one more solved task always outweighs them.
 """
 from __future__ import annotations
