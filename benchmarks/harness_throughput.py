@@ -9,7 +9,9 @@ checkout's own ``WorkerPool`` (one worker, default isolation), on the seed progr
 
 * bin packing, train split (5 instances x 1,000 items: 5,000 priority calls per evaluation)
   and probe split (one batched call per probe instance);
-* planning (domain ferry, 10 training tasks, budget 2,000 heuristic calls per task).
+* planning (domain ferry, 10 training tasks, budget 2,000 heuristic calls per task);
+* symbolic regression (duffing, BFGS: one call per function evaluation) and the optimizer
+  problem (36 training runs of 200 steps, one call per step and run, in lockstep).
 
 Rounds alternate between the checkouts, so load on a shared machine hits both alike.
 Reported per case: evaluations/s (wall clock) and CPU seconds per evaluation (worker
@@ -35,6 +37,8 @@ CASES = {  # name -> (problem, options, split, evaluations per measurement)
     "bin_packing train": ("bin_packing", {}, "train", 4),
     "bin_packing probe": ("bin_packing", {}, "probe", 20),
     "planning train (ferry)": ("planning", {"domain": "ferry"}, "train", 2),
+    "symbolic_regression train": ("symbolic_regression", {}, "train", 2),
+    "optimizer train": ("optimizer", {}, "train", 1),
 }
 
 

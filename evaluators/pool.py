@@ -498,7 +498,8 @@ class WorkerPool:
         allowed = {"probe", "test"} | {stage["split"] for stage in self.info.get("cascade") or [{"split": "train"}]}
         if split not in allowed:
             raise ValueError(f"split must be one of {sorted(allowed)}, not {split!r}")
-        timeout = float(timeout_s or (self.info.get("split_timeouts") or {}).get(split) or self.info.get("timeout_s") or 10.0)
+        timeout = float(timeout_s or (self.info.get("split_timeouts") or {}).get(split)  # the problem's, per split
+                        or self.info.get("timeout_s") or 10.0)
         job = {"code": code, "split": split, "timeout_s": timeout, "memory_mb": memory_mb}
         loop = asyncio.get_running_loop()
         slot = await self._idle.get()

@@ -316,6 +316,11 @@ def test_held_out_level_is_an_option_with_its_own_deadline(shared_data, tmp_path
     # Deadlines per split: the same allowance per task, scaled by level; training keeps its 120 s.
     assert easy.timeout_for("train") == medium.timeout_for("train") == 120.0
     assert easy.timeout_for("test") == 12.0 * 30 and medium.timeout_for("test") == 12.0 * 3 * 4
+    bigger = load_problem("planning", data_dir=data, options={"domain": "ferry", "test_level": "medium",
+                                                              "test_budget": 20000})
+    assert {i["budget"] for i in bigger.instances("test").values()} == {20000}
+    assert {i["budget"] for i in bigger.instances("train").values()} == {2000}
+    assert bigger.timeout_for("test") == 12.0 * 3 * 4 * 10 and bigger.timeout_for("train") == 120.0
     with pytest.raises(ProblemError, match="no hard testing tasks of 'ferry'"):
         load_problem("planning", data_dir=data, options={"domain": "ferry", "test_level": "hard"})
     with pytest.raises(ProblemError, match="test_level must be one of easy, medium, hard"):

@@ -1,8 +1,9 @@
 """Optimizer discovery in the spirit of Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms").
 
 Evolve ``update(params, grads, state, step, lr) -> (new_params, new_state)``. The
-harness (interactive, trusted: the candidate's process never holds the data) trains small numpy models with seeded minibatches on scikit-learn's bundled
-data sets (no download) for a fixed number of steps and returns the final parameters;
+harness (interactive, trusted: the candidate's process never holds the data) trains
+small numpy models with seeded minibatches on scikit-learn's bundled data sets (no
+download) for a fixed number of steps and returns the final parameters;
 the trusted scorer recomputes the full training loss from them. Score = minus the
 log-scaled normalized loss at the best lr of a grid, averaged over tasks and seeds.
 """

@@ -12,8 +12,8 @@ medium and 16 for hard tasks). Each search may call h ``budget`` times
 
 The harness is interactive: the search, its budget and its count run on the trusted
 side, which sends the candidate's process a copy of the task once and then each state
-to evaluate; the plan is still replayed on the trusted copy of the task before it counts. Score = tasks solved, minus half the mean
-fraction of the budget used (unsolved tasks use all of it): ties in coverage go to
+to evaluate; the plan is still replayed on the trusted copy of the task before it counts.
+Score = tasks solved, minus half the mean fraction of the budget used (unsolved tasks use all of it): ties in coverage go to
 the heuristic that searched less, and one more solved task always outweighs them.
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Planning(Problem):
     preload = ("pyperplan.task",)  # the task's classes, unpickled by the candidate's process
 
     def __init__(self, data_dir=None, seed=0, domain="blocksworld", budget=BUDGET, train_tasks=TRAIN_TASKS,
-                 test_tasks=None, test_level="easy", task_timeout_s=TASK_TIMEOUT_S):
+                 test_tasks=None, test_level="easy", task_timeout_s=TASK_TIMEOUT_S, test_budget=None):
         super().__init__(data_dir, seed)
         if test_level not in tasks.LEVELS:
             raise ValueError(f"test_level must be one of {', '.join(tasks.LEVELS)}, not {test_level!r}")
@@ -68,6 +68,8 @@ class Planning(Problem):
             raise ValueError(f"domain must be one of {', '.join(tasks.DOMAINS)}, not {domain!r}")
         if type(budget) is not int or budget < 1:
             raise ValueError(f"budget must be a positive number of heuristic calls, not {budget!r}")
+        if test_budget is not None and (type(test_budget) is not int or test_budget < 1):
+            raise ValueError(f"test_budget must be a positive number of heuristic calls or null, not {test_budget!r}")
         if type(train_tasks) is not int or train_tasks < 1:
             raise ValueError(f"train_tasks must be a positive integer, not {train_tasks!r}")
         if test_tasks is not None and (type(test_tasks) is not int or test_tasks < 1):
@@ -83,6 +85,7 @@ class Planning(Problem):
                                f"(the IPC 2023 learning track's benchmarks repository has them)")
         tasks.require_pyperplan()
         self.domain, self.budget = domain, budget
+        self.test_budget = test_budget or budget  # medium and hard tasks need more calls than training ones
         self.train_tasks, self.test_tasks = train_tasks, test_tasks
         self.test_level, self.task_timeout_s = test_level, float(task_timeout_s)
         self._instances: dict[str, dict] = {}
@@ -113,7 +116,8 @@ class Planning(Problem):
         # Each split gets the same allowance per task, scaled by the level's size: a held-out split of
         # 30 medium tasks must not inherit the deadline of 10 easy training tasks.
         level = self.test_level if split == "test" else "easy"
-        return self.task_timeout_s * len(self.split_tasks(split)) * LEVEL_SCALE[level]
+        calls = self.test_budget / self.budget if split == "test" else 1.0
+        return self.task_timeout_s * len(self.split_tasks(split)) * LEVEL_SCALE[level] * calls
 
     def instances(self, split):
         # Grounded lazily and kept: the worker asks once per split, the tasks are shared by its sandboxes.
@@ -134,7 +138,8 @@ class Planning(Problem):
             bounds = json.loads((self.root / "upper_bounds.json").read_text())
         prefix = f"{self.domain}/{folder}" + ("" if level == "easy" else f"/{level}")
         return {f"{prefix}/{name}": {
-                    "grounded": g, "budget": self.budget, "wire": Frozen(g.task),
+                    "grounded": g, "budget": self.test_budget if split == "test" else self.budget,
+                    "wire": Frozen(g.task),
                     "upper_bound": bounds.get(f"{self.domain}/{folder}/{level}/{name}.pddl")}
                 for name, g in grounded.items()}
 
@@ -164,7 +169,7 @@ class Planning(Problem):
         bound = instance.get("upper_bound")
         quality = {} if bound is None else {"quality": 0.0}
         if output["plan"] is None:
-            return {"score": 0.0, "solved": 0.0, "evaluations": float(budget), "plan_length": 0.0,
+            return {"score": 0.0, "solved": 0.0, "evaluations": float(budget), "effort": 1.0, "plan_length": 0.0,
                     "steps_per_goal": 0.0, **quality}
         try:
             length = tasks.check_plan(grounded, output["plan"])
@@ -175,13 +180,15 @@ class Planning(Problem):
         open_goals = len(grounded.task.goals - grounded.task.initial_state)
         if bound is not None:  # IPC quality score: best known plan length (test tasks) over this plan's
             quality["quality"] = min(1.0, bound / max(length, 1))
-        return {"score": 1.0, "solved": 1.0, "evaluations": float(evaluations), "plan_length": float(length),
+        return {"score": 1.0, "solved": 1.0, "evaluations": float(evaluations), "effort": evaluations / budget,
+                "plan_length": float(length),
                 "steps_per_goal": length / max(open_goals, 1), **quality}
 
     def aggregate(self, per_instance):
         metrics = list(per_instance.values())
         solved = sum(m["solved"] for m in metrics)
-        effort = float(np.mean([m["evaluations"] for m in metrics])) / self.budget
+        # Calls over each task's own budget (the held-out split may have its own, test_budget).
+        effort = float(np.mean([m.get("effort", m["evaluations"] / self.budget) for m in metrics]))
         steps = [m["steps_per_goal"] for m in metrics if m["solved"]]
         lengths = [m["plan_length"] for m in metrics if m["solved"]]
         summary = {"solved": solved, "coverage": solved / len(metrics), "tasks": float(len(metrics)),

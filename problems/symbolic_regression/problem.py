@@ -131,7 +131,8 @@ class SymbolicRegression(Problem):
     def episode(self, instance, candidate):
         equation, inputs, params = self._fit(instance, candidate)
         n = len(instance["target"])
-        out = {"params": fitting.as_json(params), "train": fitting.as_json(fitting.predict(equation, inputs, params, n))}
+        out = {"params": fitting.as_json(params),
+               "train": fitting.as_json(fitting.predict(equation, inputs, params, n))}
         for part, columns in instance["predict"].items():
             shared = tuple(candidate.share(column) for column in columns)
             out[part] = fitting.as_json(fitting.predict(equation, shared, params, len(columns[0])))
