@@ -14,7 +14,7 @@
    at C = 4, 32, 128 samples in flight, each commit mode, local and on a private Ray instance
    on loopback (islands and evaluators in actors; the sampler in the driver). Ideal = C / (E[sample] +
    E[eval]) candidates/s; efficiency = measured / ideal, from the 10th percentile commit to the
-   last (start-up excluded). Target: async >= 0.9 at C = 32 and 128.
+   last before the drain (the final C, when nothing new starts). Target: async >= 0.9 at C = 32 and 128.
 
 The script also runs on older checkouts of the engine (only ordered commits there): copy it
 into that checkout's benchmarks/ and run it from its root.
@@ -227,9 +227,10 @@ async def latency(c: int, mode: str | None, backend: str, latency_s: float, eval
         if "staleness" in {r[1] for r in store.db.execute("PRAGMA table_info(programs)")}:
             staleness = store.db.execute("SELECT AVG(staleness) FROM programs WHERE id > 0").fetchone()[0]
         store.close()
-    skip = max(1, len(clock.times) // 10)
-    wall = clock.times[-1] - clock.times[skip]
-    rate = (len(clock.times) - 1 - skip) / wall
+    # Steady state: from the 10th percentile commit to the last one before the drain (the final C samples,
+    # when nothing new is launched and the run waits for its slowest answers).
+    first, last = max(1, len(clock.times) // 10), len(clock.times) - 1 - c
+    rate = (last - first) / (clock.times[last] - clock.times[first])
     ideal = c / (latency_s + eval_s)
     return {"backend": backend, "mode": mode or "ordered", "concurrency": c, "samples": samples,
             "candidates_per_s": rate, "ideal_per_s": ideal, "efficiency": rate / ideal,
@@ -263,7 +264,14 @@ def table(out: dict) -> str:
 
 
 def save(out: dict, path: str) -> None:
-    Path(path).write_text(json.dumps(out, indent=2))  # after every case: a long run keeps what it measured
+    """Write after every case (a long run keeps what it measured); parts not measured in this run keep
+    what the file held."""
+    try:
+        old = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        old = {}
+    kept = {k: v for k, v in old.items() if k in ("instant", "store", "latency") and not out.get(k)}
+    Path(path).write_text(json.dumps({**out, **kept}, indent=2))
 
 
 async def main(args) -> dict:
@@ -332,6 +340,7 @@ if __name__ == "__main__":
     p.add_argument("--json", default="benchmarks/engine_throughput.json")
     args = p.parse_args()
     result = asyncio.run(main(args))
+    save(result, args.json)
+    result = json.loads(Path(args.json).read_text())
     print(table(result))
-    Path(args.json).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.json}")

@@ -72,9 +72,8 @@ class Committer:
         result = None
         if ok:
             vector = [_finite(row["descriptors"].get(d.name), d.low) for d in self.axes]
-            if i == 0:
+            if i == 0:  # the seed founds every island (its archive result stays NULL, as in earlier stores)
                 self.archipelago.add_everywhere(i, row["score"], vector)
-                result = "new"
             else:
                 result = self.archipelago.add(row["island"], i, row["score"], vector, epoch=row.get("epoch"))
             if row["score"] > self.best.score:
@@ -84,10 +83,15 @@ class Committer:
         c = self.config
         due = seq > 0 and any(n and seq % n == 0 for n in (c.migration_interval, c.reset_interval))
         events = self.archipelago.on_commit(seq, np.random.default_rng([c.seed, seq, 1])) if due else []
+        # A result not recorded yet (an island actor's answer is collected later; a kill can come first) is
+        # recorded when it arrives, replay included.
+        unrecorded = record or (i > 0 and row["status"] == Outcome.OK and row.get("archive") is None)
         if result is not None and not isinstance(result, str):  # an island actor answers later
-            if record:
+            if unrecorded:
                 self.pending.append((i, result))
             result = None
+        elif not record and unrecorded and result is not None:
+            self.store.set_archive([(i, result)])
         if record:
             # The evaluator's verdict, when not recorded yet, goes in the same transaction.
             self.store.commit(row, seq, result, events, verdict=row.pop("verdict", None))

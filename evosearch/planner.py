@@ -94,7 +94,8 @@ class Planner:
                 return planned
         c = self.config
         island = (i - 1) % c.islands
-        rng = np.random.default_rng(sample_seed(c.seed, i))
+        seed = sample_seed(c.seed, i)
+        rng = np.random.default_rng(seed)
         arm = self._choose_arm(i)
         edit_format = self._choose_format(i, arm)
         failed = self._recent_failure(island, i) if edit_format == "fix" else None
@@ -116,7 +117,7 @@ class Planner:
                 inspirations = [self.shown(e.program_id) for e in others]
         insights = self.store.insights(i - c.concurrency) if c.insights_interval else None
         prompt = build_prompt(description=self.problem.description, skeleton=self.skeleton,
-                              parents=shown, seed=sample_seed(c.seed, i), edit_format=edit_format,
+                              parents=shown, seed=seed, edit_format=edit_format,
                               insights=insights[1].splitlines() if insights else None, inspirations=inspirations)
         prompt.arm = arm
         if edit_format == "diff":

@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS programs (
     syntactic_hash TEXT, functional_hash TEXT,
     cache_hit TEXT, duplicate_of INTEGER,  -- syntactic | functional, and the program whose result was reused
     archive TEXT,                    -- islands.ArchiveResult (new | improve | not_added | stale), set at commit
+                                     -- (NULL: not offered to an island: a failure, or the seed, in every island)
     tokens_in INTEGER, tokens_out INTEGER,  -- LLM tokens over every attempt, failed and empty answers included
     sample_s REAL, eval_s REAL,      -- seconds waiting for the answer; sandbox seconds
     created REAL, finished REAL      -- unix times: asked, evaluated

@@ -375,6 +375,9 @@ def test_a_run_against_a_misbehaving_server_records_every_failure(fake, tmp_path
     assert all(r["cost"] == pytest.approx((30 * 1 + 12 * 2) / 1e6) for r in answered)
     assert sorted(r["retries"] for r in answered) == [0, 0, 0, 1]  # the 429 answered on its retry
     assert (usage["requests"], usage["retries"], usage["failures"]) == (6, 2, 2)
+    # Failed requests count on their rows too, so the rows add up to the sampler's account.
+    assert sum(r["retries"] for r in rows) == usage["retries"]
+    assert sum(r["tokens_in"] for r in rows) == usage["tokens_in"]
     assert (usage["tokens_in"], usage["tokens_out"]) == (4 * 30, 4 * 12)
     assert usage["cost"] == pytest.approx((4 * 30 * 1 + 4 * 12 * 2) / 1e6)
     assert "LLM: 120 prompt + 48 answer tokens, cost $0.0002, 6 requests, 2 retries, 2 failed" in proc.stdout
