@@ -9,7 +9,9 @@ Generations run one at a time (each already uses all of its llama.cpp threads).
 A prompt with ``completion`` text is continued as plain code (the model writes the body
 after the header), otherwise it goes through Gemma's chat template. In chat mode generation
 stops as soon as the answer holds a closed code block defining the wanted function
-(``stop_after_code``): a 270M model otherwise rambles on to ``max_tokens``.
+(``stop_after_code``): a 270M model otherwise rambles on to ``max_tokens``. In completion mode
+it stops where the function ends (a line at column 0) or where the answer loops (one line a
+third time). Each sample draws its temperature from its seed (``temperature_spread``).
 
 Prompt cache, exact: a prompt's shared head (``Prompt.completion_shared`` / ``user_shared``
 characters: instructions, problem, context, insights) is tokenized apart from its rest, and
