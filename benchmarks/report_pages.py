@@ -84,8 +84,9 @@ def make_store(run_dir: Path, n: int, seed: int = 0) -> dict:
     store.set_meta("config", config)
     t0 = time.time() - 3 * 3600
     terms_of, score_of, desc_of = {0: []}, {0: -419.6}, {0: {"full_bins": 0.268, "size": 26.0}}
-    store.begin(0, island=None, parents=[], sampler="seed")
-    store.update(0, code=program([]), status="ok", score=-419.6, descriptors=desc_of[0], finished=t0)
+    store.ask(0, island=None, parents=[], sampler="seed")
+    store._update(0, code=program([]), status="ok", score=-419.6, descriptors=desc_of[0], finished=t0)
+    store.commit({"id": 0}, 0, None, [])
     islands: list[dict] = [{(2, 0): 0} for _ in range(4)]  # cell -> program id; the seed in every island
     cell = lambda d: (min(9, int(d["full_bins"] * 10)), min(9, int(d["size"] / 40)))
     history, events = [], 0
@@ -115,9 +116,11 @@ def make_store(run_dir: Path, n: int, seed: int = 0) -> dict:
             response = f"# Change: {change}\n<<<<<<< SEARCH\n{old}\n=======\n{code.splitlines()[-2]}\n>>>>>>> REPLACE\n"
         else:
             response = f"# Change: {change}\n```python\n{fn}```\n"
-        prompt_id = store.add_prompt(SYSTEM, user)
         created = t0 + pid * 1.05 + rng.uniform(0, 0.5)
-        store.begin(pid, island=island, parents=parents, sampler="openai", prompt_id=prompt_id)
+        seen = max(1, pid - config["concurrency"])  # results a prompt could see (async commits)
+        store.ask(pid, island=island, parents=parents, sampler="openai", seen=seen,
+                  prompt=dict(system=SYSTEM, user=user, completion=None, header=None, completion_shared=0,
+                              user_shared=0))
         tokens_in, tokens_out = (len(SYSTEM) + len(user)) // 4, len(response) // 4
         share, p_in, p_out = MODELS[model]
         fields = dict(model=model, response=response, edit_format=fmt, rationale=change, epoch=0,
@@ -153,9 +156,10 @@ def make_store(run_dir: Path, n: int, seed: int = 0) -> dict:
             fields.update(status=status, reason=reason, archive=None, eval_s=rng.uniform(0.01, 30) if status ==
                           "timeout" else rng.uniform(0.01, 0.5))
         fields["finished"] = created + fields["sample_s"] + (fields.get("eval_s") or 0)
-        store.update(pid, **fields)
+        archive = fields.pop("archive")
+        store._update(pid, **fields)  # all of a finished sample's columns at once (the engine writes them in steps)
+        moved = []
         if pid % 50 == 0:  # ring migration of each island's best
-            moved = []
             bests = [max(isl.values(), key=lambda e: score_of[e]) for isl in islands]
             for src, best in enumerate(bests):
                 dst = (src + 1) % 4
@@ -165,14 +169,13 @@ def make_store(run_dir: Path, n: int, seed: int = 0) -> dict:
                     islands[dst][c] = best
                     moved.append({"event": "migrate", "from": src, "to": dst, "program_id": best,
                                   "status": "new" if old is None else "improve"})
-            store.add_events(pid, moved)
             events += len(moved)
+        store.commit({"id": pid, "seen": seen}, pid, archive, moved)
         if pid % 10 == 0 or pid == n:
             history.append({"commit": pid, "islands": [
                 {"island": i, "epoch": 0, "elites": len(isl), "coverage": len(isl) / 100,
                  "qd_score": sum(score_of[e] + 419.6 for e in isl.values()), "best": max(score_of[e] for e in isl.values()),
                  "cells": 100, "qd_score_offset": -419.6} for i, isl in enumerate(islands)]})
-    store.set_meta("committed", n + 1)
     usage = {"tokens_in": store.usage()["tokens_in"], "tokens_out": store.usage()["tokens_out"],
              "cost": store.usage()["cost"], "requests": n, "retries": 0, "failures": 0}
     store.set_meta("sampler_usage", usage)
