@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .planner import Operator
     from .store import Store
 
+SETTLE_EVERY = 64  # commits between collecting the archive results of inserts still under way (Ray)
 FAILURES_KEPT = 64  # recent repairable failures kept per island (fix mode picks among the last 5)
 
 
@@ -95,7 +96,7 @@ class Committer:
         if record:
             # The evaluator's verdict, when not recorded yet, goes in the same transaction.
             self.store.commit(row, seq, result, events, verdict=row.pop("verdict", None))
-            if len(self.pending) >= 64:
+            if self.pending and seq % SETTLE_EVERY == 0:
                 self.settle()
         self.seq = seq + 1
         if self.bandit:

@@ -281,7 +281,8 @@ def test_actors_have_names(ray_cluster, tmp_path):
         try:
             islands = backend.make_archipelago(2, axes(problem, cfg), island_kwargs=island_kwargs(cfg))
             assert [len(isl) for isl in islands.islands] == [0, 0]  # up and answering
-            return sorted(a.name for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+            return sorted(a.name for a in list_actors(address=ray_cluster.address, filters=[("state", "=", "ALIVE")],
+                                                      limit=1000)
                           if a.name and tmp_path.name in a.name)
         finally:
             await backend.close()
