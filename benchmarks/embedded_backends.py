@@ -3,6 +3,7 @@ exact prefix reuse of the local sampler (Gemma 3 270M Q4_K_M).
 
     python benchmarks/embedded_backends.py --before-python /tmp/venv-before/bin/python \\
         --before-root /tmp/main-src [--rounds 2] [--threads 2] [--json benchmarks/embedded_backends.json]
+    python benchmarks/embedded_backends.py ... --race 180 --json benchmarks/embedded_backends_race.json
 
 "before" is another checkout of the project (e.g. main with llama-cpp-python, installed into its
 own venv); "after" is this checkout. Each round runs one probe process per side, alternating, so
@@ -84,6 +85,33 @@ def probe(threads: int) -> dict:
     return asyncio.run(go())
 
 
+def race(threads: int, seconds: float) -> dict:
+    """Answer tokens per second over ``seconds`` of back-to-back 48-token answers (the same prompt,
+    so after the first only the last prompt token is evaluated): generation speed alone."""
+    from evosearch.samplers.base import Prompt
+    from evosearch.samplers.local import LocalSampler
+
+    s = LocalSampler(threads=threads, n_ctx=1024, stop_after_code=False, max_tokens=48)
+    s.temperature_spread = 0.0
+
+    async def go() -> dict:
+        await s.sample(Prompt(SYSTEM, USER, [], ["priority"], 0))  # load, and the prompt in the cache
+        tokens, gen_s, seed, end = 0, 0.0, 1, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            x = await s.sample(Prompt(SYSTEM, USER, [], ["priority"], seed))
+            tokens, gen_s, seed = tokens + x.tokens_out, gen_s + x.seconds - x.extra["prompt_s"], seed + 1
+        return {"race_tokens": tokens, "race_gen_s": gen_s, "race_answers": seed - 1}
+    return asyncio.run(go())
+
+
+def run_race(sides, threads: int, seconds: float) -> dict:
+    """Both sides at once, so both see the same load: the fairest speed comparison on a shared machine."""
+    procs = {label: subprocess.Popen([python, str(Path(__file__).resolve()), "--probe", "--race", str(seconds), "--threads",
+                                      str(threads)], cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
+                                     stdout=subprocess.PIPE, text=True) for label, python, root in sides}
+    return {label: json.loads(p.communicate()[0].strip().splitlines()[-1]) for label, p in procs.items()}
+
+
 def run_probe(python: str, root: Path, threads: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(root))
     proc = subprocess.run([python, str(Path(__file__).resolve()), "--probe", "--threads", str(threads)], cwd=root,
@@ -96,6 +124,8 @@ def run_probe(python: str, root: Path, threads: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--race", type=float, default=0, help="seconds of generation per side, both sides at once "
+                                                          "(0: no race)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--before-python", default=None)
     ap.add_argument("--before-root", default=None)
@@ -105,12 +135,20 @@ def main() -> None:
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "embedded_backends.json"))
     args = ap.parse_args()
     if args.probe:
-        print(json.dumps(probe(args.threads)))
+        print(json.dumps(race(args.threads, args.race) if args.race else probe(args.threads)))
         return
     sides = [(args.after_label, sys.executable, ROOT)]
     if args.before_python:
         sides.insert(0, (args.before_label, args.before_python, Path(args.before_root)))
     runs = {label: [] for label, _, _ in sides}
+    if args.race:
+        for label, r in run_race(sides, args.threads, args.race).items():
+            print(f"race: {label}: {r['race_tokens'] / r['race_gen_s']:.1f} answer tokens/s "
+                  f"({r['race_answers']} answers)", flush=True)
+            runs[label].append(r)
+        Path(args.json).write_text(json.dumps({"threads": args.threads, "race_s": args.race, "runs": runs,
+                                               "load_avg_1min": os.getloadavg()[0]}, indent=2) + "\n")
+        return
     for k in range(args.rounds):
         for label, python, root in sides:
             runs[label].append(r := run_probe(python, root, args.threads))

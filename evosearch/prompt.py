@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import io
 import math
-import random
 import tokenize
 from dataclasses import dataclass
 
@@ -27,13 +26,7 @@ CHANGE_ASK = ("Start your answer with one line `# Change: <what you change and w
 # Failure text shown to the model: the tail of a traceback says the most.
 ERROR_CHARS = 600
 METRICS_SHOWN = 8
-# A direction per sample, drawn from its seed, for the full format: a small model asked only for an
-# "improved version" mostly writes one of a few rewrites again and again (measured with Gemma 3 270M in
-# benchmarks/small_model_novelty.py); a named kind of change spreads its answers. None: plain FunSearch.
-# Concrete kinds only: "tries a different idea" sent Gemma 270M into 489 tokens of looping comments.
-DIRECTIONS = (None, None, "changes its constants", "adds a second term to the formula",
-              "uses a nonlinear function of the inputs (a power, np.exp, np.log or np.sqrt)",
-              "treats some cases differently (np.where)", "combines ideas of the versions above")
+
 
 
 @dataclass
@@ -155,10 +148,8 @@ def build_prompt(*, description: str, skeleton: str, parents: list, seed: int, e
                                     versioned(evolvable_functions(p.code), version)]))
     k = len(shown)
     wanted = ", ".join(f"`{n}_v{k}`" for n in names)
-    direction = random.Random(seed).choice(DIRECTIONS) if edit_format == "full" else None
     ask = {
-        "full": f"Write {wanted}, an improved version of the functions above"
-                + (f" that {direction}" if direction else "") + ". Change the logic, not only the names.",
+        "full": f"Write {wanted}, an improved version of the functions above. Change the logic, not only the names.",
         "crossover": f"Write {wanted}, combining the best ideas of the versions above into one better version.",
         "fix": f"Version {k - 1} failed with the error shown. Write {wanted}, a repaired version that keeps its "
                f"idea but runs correctly.",
@@ -166,7 +157,7 @@ def build_prompt(*, description: str, skeleton: str, parents: list, seed: int, e
     user = (chat_head + others + "\n\n".join(f"```python\n{v}\n```" for v in versions)
             + f"\n\n{ask} {CHANGE_ASK}one ```python code block defining the function(s).")
     first = names[0]
-    doc = {"full": f"Improved version of `{first}_v{k - 1}`" + (f" that {direction}." if direction else "."),
+    doc = {"full": f"Improved version of `{first}_v{k - 1}`.",
            "crossover": f"Combines the ideas of `{first}_v0` to `{first}_v{k - 1}`.",
            "fix": f"Fixed version of `{first}_v{k - 1}`."}[edit_format]
     # FunSearch's trick: a short docstring in the header keeps the model from copying the long one.

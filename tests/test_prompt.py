@@ -117,18 +117,3 @@ def test_a_program_shown_twice_is_shown_once_the_better_copy_kept():
     assert p.header.startswith("def priority_v2(")
     alone = build_prompt(description="Online bin packing.", skeleton=SKELETON, parents=twice[:1] * 2, seed=1)
     assert alone.parents == [SKELETON] and alone.header.startswith("def priority_v1(")
-
-
-def test_each_full_prompt_names_a_direction_drawn_from_its_seed():
-    def header(seed):
-        return build_prompt(description="Online bin packing.", skeleton=SKELETON, parents=parents(), seed=seed).header
-    headers = [header(seed) for seed in range(40)]
-    assert headers == [header(seed) for seed in range(40)]  # a function of the seed
-    docs = {h.splitlines()[1] for h in headers}
-    assert '    """Improved version of `priority_v1`."""' in docs  # plain FunSearch stays one of them
-    assert '    """Improved version of `priority_v1` that changes its constants."""' in docs and len(docs) >= 6
-    for seed in range(40):
-        p = build_prompt(description="Online bin packing.", skeleton=SKELETON, parents=parents(), seed=seed)
-        that = p.header.split("`priority_v1`")[1].split('."""')[0]
-        assert f"an improved version of the functions above{that}." in p.user  # chat and completion forms agree
-    assert "that" not in build("crossover").header and "that" not in build("fix").header
