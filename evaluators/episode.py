@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from evaluators.sandbox import describe_exception, one_line
+
 MAX_FRAME_BYTES = 64 << 20  # a bigger answer is "invalid", never an OOM of the trusted side
 _LEN = struct.Struct("<I")
 # Placeholder keys inside the JSON part: {ARRAY: i} is the i-th raw buffer, {HANDLE: i} a kept object.
@@ -65,19 +67,6 @@ class Kept:
 
     def __reduce__(self):
         return Kept, (self.index,)
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[:limit - 3] + "..."
-
-
-def _describe(e: BaseException) -> str:
-    try:
-        text = str(e)
-    except BaseException:  # a candidate's exception with a hostile __str__
-        text = "(unprintable)"
-    return _one_line(f"{type(e).__name__}: {text}" if text else type(e).__name__)
 
 
 # ----------------------------------------------------------------------------- candidate side
@@ -156,7 +145,7 @@ class Server:
         return value
 
     def error(self, status: str, e: BaseException) -> bytes:
-        return b"E" + json.dumps([status, _describe(e)]).encode()
+        return b"E" + json.dumps([status, describe_exception(e)]).encode()
 
     def encode(self, value) -> bytes:
         """Plain data as JSON, numeric arrays as raw buffers, anything else kept here as a handle."""
@@ -282,7 +271,7 @@ class Channel:
                 status, reason = json.loads(frame[1:])
                 if status not in ("syntax", "crash", "memory"):
                     status = "crash"
-                raise CandidateFailed(status, _one_line(str(reason)))
+                raise CandidateFailed(status, one_line(str(reason)))
             if tag != b"V":
                 raise ValueError("unknown answer")
             (size,) = _LEN.unpack_from(frame, 1)
@@ -298,7 +287,7 @@ class Channel:
         except RecursionError:
             raise CandidateFailed("invalid", "answer nests too deeply") from None
         except (ValueError, TypeError, IndexError, KeyError, struct.error, UnicodeDecodeError) as e:
-            raise CandidateFailed("invalid", _one_line(f"unreadable answer: {e}")) from None
+            raise CandidateFailed("invalid", one_line(f"unreadable answer: {e}")) from None
 
     def _rebuild(self, v, buffers):
         if type(v) is list:

@@ -146,7 +146,8 @@ def _lock_down(limits: Limits, scratch: str, output_fd: int, result_fd: int) -> 
         limits.confine.apply()  # Landlock and seccomp: from here on, only scratch and read-only paths
 
 
-def _exception(e: BaseException) -> str:
+def describe_exception(e: BaseException) -> str:
+    """One capped line for an exception a candidate raised (its __str__ may be hostile)."""
     try:
         text = str(e)
     except BaseException:  # a candidate's exception with a hostile __str__
@@ -159,7 +160,7 @@ def _execute(code: str, call: Callable[[dict, Any], Any], instances: dict[str, A
     try:
         compiled = compile(code, "<candidate>", "exec")
     except (SyntaxError, ValueError) as e:
-        return {"error": "syntax", "reason": _exception(e)}
+        return {"error": "syntax", "reason": describe_exception(e)}
     namespace: dict[str, Any] = {"__name__": "__candidate__"}
     failure = None
     try:
@@ -167,9 +168,9 @@ def _execute(code: str, call: Callable[[dict, Any], Any], instances: dict[str, A
         outputs = {name: call(namespace, instance) for name, instance in instances.items()}
         return {"outputs": outputs}
     except MemoryError as e:
-        failure = {"error": "memory", "reason": _exception(e)}
+        failure = {"error": "memory", "reason": describe_exception(e)}
     except BaseException as e:  # SystemExit and KeyboardInterrupt from the candidate are crashes too
-        failure = {"error": "crash", "reason": _exception(e)}
+        failure = {"error": "crash", "reason": describe_exception(e)}
     namespace.clear()  # free what the candidate allocated before serializing the verdict
     return failure
 
