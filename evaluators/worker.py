@@ -112,6 +112,9 @@ class Worker:
                 # Forked before the problem is built: candidate processes come from memory that
                 # never held an instance, a counter or the episode (see evaluators.zygote).
                 self.zygote = Zygote(preload=tuple(cls.preload), confine=self.kernel)
+                # The episode's state will live in this process: a candidate of the same uid must not read
+                # its memory (/proc/<pid>/mem, ptrace) even where no kernel layer or uid drop stops it.
+                sandbox.undumpable()
             self.problem = load_problem(config["problem_folder"], data_dir=config.get("data_dir"),
                                         seed=int(config.get("seed", 0)), options=config.get("options") or {})
             self.stages, self.noise_repeats = stages_of(self.problem), noise_repeats_of(self.problem)

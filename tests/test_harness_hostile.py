@@ -11,11 +11,14 @@ better one, and what the attack reached is printed and checked too.
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 
 import pytest
 
 from evaluators.pool import WorkerPool
 from evosearch.problem import load_problem
+from hostile_modes import _python_reachable_by
 
 # Searches everything reachable from the candidate's process. SECRET(obj): whether obj is the
 # harness's data or counter (per problem); TAMPER: key or attribute -> forged value, applied to
@@ -264,3 +267,37 @@ def test_optimizer_attack_in_process_does_reach_the_harness():
 @pytest.mark.parametrize("mode", list(MODES))
 def test_optimizer_attacks_cannot_take_extra_steps_or_see_the_data(optimizer_replies, mode):
     assert_honest(optimizer_replies["honest"], optimizer_replies[mode], may_fail=mode == "patching everything")
+
+
+MEMORY_ATTACK = '''
+def priority(item, bins):
+    import os
+    # The worker (the zygote's parent) holds the episode: try its memory and its tracer slot.
+    zygote = os.getppid()
+    worker = int([line.split()[1] for line in open(f"/proc/{zygote}/status") if line.startswith("PPid:")][0])
+    for path in (f"/proc/{worker}/mem", f"/proc/{worker}/environ"):
+        try:
+            open(path, "rb").close()  # opening is the access check (ptrace mode)
+        except OSError:
+            continue
+        raise SystemExit(f"READ {path}")
+    return -(bins - item)
+'''
+
+
+def test_an_unconfined_same_uid_candidate_cannot_read_the_workers_memory():
+    # The weakest mode a user can ask for: no bubblewrap, no kernel layers, no uid drop. The worker
+    # holds the episode (future items); a candidate of its own uid must still not read its memory.
+    # As root the workers run as nobody (a normal user's case; root's candidates may read anything).
+    user = None
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("nobody").pw_uid
+        why = _python_reachable_by(user)
+        if why:
+            pytest.skip(why)
+    problem = load_problem("bin_packing")
+    code = problem.skeleton[:problem.skeleton.index("def priority(")] + MEMORY_ATTACK.lstrip() + "\n# EVOLVE-BLOCK-END\n"
+    [reply] = evaluate("bin_packing", [code], bubblewrap=False, kernel=False, drop_privileges=False,
+                       unsafe_no_sandbox=True, user=user)
+    assert reply["status"] == "ok", (reply["reason"], reply.get("output"))
+    assert "READ" not in (reply.get("output") or "") + (reply.get("reason") or "")
