@@ -51,6 +51,8 @@ ARMS = {
     # Extra arms (not in the default list): the grid with score-aware parent selection.
     "grid_boltzmann": ["--selection", "boltzmann"],
     "grid_dgm": ["--selection", "dgm"],
+    "exploit50": ["--selection", "exploit", "--exploit-share", "0.5"],
+    "exploit80": ["--selection", "exploit", "--exploit-share", "0.8"],
 }
 DEFAULT_ARMS = ["default", "funsearch", "eps", "random"]
 

@@ -70,8 +70,11 @@ class RunConfig:
     selection: str = knob("uniform", "parent selection: uniform (over occupied cells, MAP-Elites), boltzmann "
                                      "(FunSearch: softmax over score clusters, decaying temperature), dgm (Darwin "
                                      "Godel Machine: sigmoid of score / (1 + children)), best ((1+1)-EPS hill "
-                                     "climbing), seed (always the seed program: random mutation baseline)",
-                          choices=("uniform", "boltzmann", "dgm", "best", "seed"))
+                                     "climbing), exploit (the top parents on --exploit-share of prompts, uniform cells on "
+                                     "the rest), seed (always the seed program: random mutation baseline)",
+                          choices=("uniform", "boltzmann", "dgm", "best", "exploit", "seed"))
+    exploit_share: float = knob(0.5, "--selection exploit: share of prompts showing the island's best parents",
+                                minimum=0)
     archive: str = knob("grid", "island archive: grid (pyribs GridArchive over the descriptors), cvt (pyribs "
                                 "CVTArchive, --cvt-cells centroids) or clusters (FunSearch-style: no grid, one "
                                 "cluster per score)", choices=("grid", "cvt", "clusters"))
@@ -124,6 +127,8 @@ class RunConfig:
             if choices and value not in choices:
                 raise ConfigError(f"config '{f.name}' must be one of {', '.join(choices)}, got '{value}'")
             setattr(self, f.name, value)
+        if self.exploit_share > 1:
+            raise ConfigError(f"config 'exploit_share' must be at most 1, got {self.exploit_share}")
         if not self.problem:
             raise ConfigError("no problem given (evosearch run PROBLEM; see `evosearch problems`)")
         if self.sampler == "openai" and not (self.base_url and self.model):

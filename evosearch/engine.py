@@ -57,7 +57,8 @@ def axes(problem: Problem, config: RunConfig | None = None) -> tuple[Descriptor,
 def island_kwargs(config: RunConfig) -> dict:
     """What every island is built with (islands.archipelago.new_island's options)."""
     return {"archive": config.archive, "cvt_cells": config.cvt_cells,
-            "temperature0": config.cluster_temperature, "temperature_period": config.cluster_temperature_period}
+            "temperature0": config.cluster_temperature, "temperature_period": config.cluster_temperature_period,
+            "exploit_share": config.exploit_share}
 
 
 def sample_seed(run_seed: int, index: int) -> int:
