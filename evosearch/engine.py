@@ -33,6 +33,7 @@ from .samplers.bandit import BanditSampler, reward
 from .samplers.base import Prompt, Sampler, SamplerError
 from .samplers.budget import BudgetExhausted
 from .store import Store
+from .tuning import NAME as TUNE, TuningOperator
 
 # Program size in AST nodes: a behaviour axis every problem gets.
 SIZE = Descriptor("size", 0, 400, 10)
@@ -104,31 +105,38 @@ class Engine:
         self.qd_every = max(1, c.samples // 50)
         self.qd_history: list[dict] = []
         self.functions = list(evolvable_functions(self.problem.skeleton))
+        # Constant tuning (evosearch/tuning.py): told every commit, asked for each new sample id first.
+        self.tuner = TuningOperator(self.store, c.seed, c.tune_evals) if c.tune_evals else None
 
     # --- the loop -----------------------------------------------------------
     async def run(self) -> Best:
         if self.store.get(0) is None:
             await self._evaluate_seed()
         self._replay()
-        end = 1 + self.config.samples  # id 0 is the seed program
+        end = math.inf  # the first id not to launch: set when the run budget runs out
         in_flight: dict[int, asyncio.Task] = {}
         finished: dict[int, dict] = {}
         launch = self.committed
+        # --samples counts sampler calls; tuning trials (evaluations without a sample) come on top.
+        sampled = self.store.count("id > 0 AND id < ? AND COALESCE(sampler, '') != ?", (launch, TUNE))
 
         def launch_allowed() -> None:
             # Called after every single commit, and the prompt is built here rather than when the task
             # first runs: so sample i's prompt sees exactly the results up to i - concurrency, however
             # results bunch up (the same state under any timing, backend or resume).
-            nonlocal launch
-            while launch < end and launch < self.committed + self.config.concurrency:
+            nonlocal launch, sampled
+            while launch < end and sampled < self.config.samples and launch < self.committed + self.config.concurrency:
                 if self.store.get(launch) is None:
                     self._prompt(launch, None)  # recorded; _produce reads it back
+                sampled += self.store.get(launch)["sampler"] != TUNE
                 in_flight[launch] = asyncio.create_task(self._produce(launch))
                 launch += 1
 
         try:
-            while self.committed < end:
+            while True:
                 launch_allowed()
+                if not in_flight:
+                    break
                 done, _ = await asyncio.wait(in_flight.values(), return_when=asyncio.FIRST_COMPLETED)
                 for i in [i for i, task in in_flight.items() if task in done]:
                     try:
@@ -142,7 +150,7 @@ class Engine:
                             print(f"\nstopping after sample {i - 1}: {e}", file=sys.stderr)
                         continue
                     finished[row["id"]] = row
-                while self.committed in finished:
+                while self.committed in finished and self.committed < end:
                     self._commit(finished.pop(self.committed), record=True)
                     launch_allowed()
             if self.stop_reason is not None:  # requests in flight past the end are paid for: let them land in the store
@@ -196,7 +204,7 @@ class Engine:
             cost = row["cost"] if attempts else None
             while True:
                 try:
-                    sample = await self.sampler.sample(asked)
+                    sample = await (self.tuner if row["sampler"] == TUNE else self.sampler).sample(asked)
                 except SamplerError as e:
                     return self._fail(i, "sampler_error", str(e))
                 usage["tokens_in"] += sample.tokens_in
@@ -241,8 +249,11 @@ class Engine:
         Every choice here is drawn from generators seeded by (run seed, i) and reads only results that are
         surely committed when sample i starts (ids <= i - concurrency), so it is the same on every run and resume."""
         group = self.config.samples_per_prompt
-        if row is None and group > 1 and (i - 1) % group:
+        if row is None and group > 1 and (i - 1) % group and self.store.get(i - (i - 1) % group)["sampler"] != TUNE:
             return self._share_prompt(i, i - (i - 1) % group)
+        trial = self.tuner.propose(i) if row is None and self.tuner else None
+        if trial is not None:
+            return self._trial_prompt(i, trial)
         if row is None:
             island = (i - 1) % self.config.islands
             rng = np.random.default_rng(sample_seed(self.config.seed, i))
@@ -290,6 +301,15 @@ class Engine:
                         arm=row["sampler"] if isinstance(self.sampler, BanditSampler) else "")
         return prompt, row["edit_format"] or "full"
 
+    def _trial_prompt(self, i: int, trial) -> tuple[Prompt, str]:
+        """Record a tuning trial as sample i: its prompt holds the trial's note and text (what the tuner
+        answers), its one parent is the tuned elite."""
+        prompt_id = self.store.add_prompt(trial.note, trial.text)
+        self.store.begin(i, island=trial.island, parents=[trial.elite], sampler=TUNE, prompt_id=prompt_id)
+        epoch = self.archipelago.epoch(trial.island) if trial.island is not None else None
+        self.store.update(i, edit_format="full", epoch=epoch)
+        return self._prompt(i, self.store.get(i))
+
     def _share_prompt(self, i: int, lead: int) -> tuple[Prompt, str]:
         """Sample i draws again from the prompt of sample ``lead`` (FunSearch's several samples per
         prompt), with its own seed: a prompt cache then holds the whole prompt, not just the head."""
@@ -310,7 +330,8 @@ class Engine:
         """(arm, reward) of every finished sample with id <= up_to, read from the store (rebuilt on resume)."""
         # Rows never change once finished, so the rewards read so far are kept (id -> (arm, reward)).
         if up_to > self._rewards_upto:
-            for row in self.store.programs("id > ? AND id <= ? AND status != 'pending'", (self._rewards_upto, up_to)):
+            for row in self.store.programs("id > ? AND id <= ? AND status != 'pending' AND sampler != ?",
+                                           (self._rewards_upto, up_to, TUNE)):
                 parents = [self._score(p) for p in row["parents"]]
                 self._rewards[row["id"]] = (row["sampler"],
                                             reward(row["score"] if row["status"] == "ok" else None, parents))
@@ -418,6 +439,8 @@ class Engine:
                 outcome = self.archipelago.add(row["island"], i, row["score"], vector, epoch=row.get("epoch"))
             if row["score"] > self.best.score:
                 self.best = Best(i, row["score"])
+        if self.tuner is not None:
+            self.tuner.tell(row)
         if self.config.selection == "dgm" and i > 0 and row["island"] is not None:
             self.archipelago.record_child(row["island"], row["parents"])  # every child counts, failed or not
         events = self.archipelago.on_commit(i, np.random.default_rng([self.config.seed, i, 1]))

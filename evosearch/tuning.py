@@ -177,11 +177,12 @@ class Tuning:
         return substitute(self.code, self.params, self.vector(k))
 
     def tell(self, k: int, score: float | None) -> None:
+        """Trial k's score. Its generation is asked here if it was not yet (a replay tells without asking)."""
         if k in self._scores:
             raise ValueError(f"trial {k} was told already")
         g = self.generation(k)
         if g >= len(self._asked):
-            raise ValueError(f"trial {k} was never asked")
+            self.vector(k)  # raises unless k could have been asked
         self._scores[k] = None if score is None or not math.isfinite(score) else float(score)
         if self._told_all(g):
             scores = [self._scores[j] for j in range(g * self.batch, (g + 1) * self.batch)]
@@ -196,3 +197,109 @@ class Tuning:
 
     def done(self) -> bool:
         return self.told >= self.evaluations
+
+
+# --- the operator: when to tune, and the trials as program rows ------------------------------
+
+NAME = "tune"  # the sampler name of trial rows
+
+
+def tuning_seed(run_seed: int, elite_id: int) -> int:
+    return int(np.random.SeedSequence([run_seed, elite_id, 7]).generate_state(1)[0])
+
+
+@dataclass
+class Trial:
+    """One planned trial: a child of ``elite`` (a normal program row, sampler ``tune``)."""
+
+    elite: int
+    island: int | None
+    index: int  # k: the trial's place in its tuning
+    text: str  # the changed functions' source (what an LLM answer holds)
+    note: str  # one line for the row's prompt: which tuning, which trial, which values
+
+
+class TuningOperator:
+    """Decides when to tune and proposes the trials; its whole state is rebuilt from the rows told.
+
+    When: a committed sample (not a trial) that beats every result before it becomes the
+    tuning target; one tuning runs at a time and a newer target replaces a waiting one (the
+    newest best is the one worth tuning). An elite is tuned at most once, with ``evaluations``
+    trials. Which trial: the k-th trial row of a tuning is the k-th row with sampler ``tune``
+    and that elite as its only parent, in id order, read from the store; so a restart finds the
+    trials asked before it (pending or done) and asks the next one, never one twice.
+
+    ``tell`` must see every committed row in commit order (replay included); ``propose`` is
+    asked for each new sample id and returns None when no trial can be asked now (the tuning's
+    next generation waits for the current one), leaving the slot to the sampler.
+    """
+
+    name = NAME
+
+    def __init__(self, store, run_seed: int, evaluations: int, sigma0: float = SIGMA0):
+        if evaluations < 1:
+            raise ValueError(f"a tuning needs at least 1 evaluation, got {evaluations}")
+        self.store, self.run_seed, self.evaluations, self.sigma0 = store, run_seed, int(evaluations), sigma0
+        self.best = -math.inf
+        self.active: Tuning | None = None
+        self.elite: int | None = None  # the active tuning's elite
+        self.island: int | None = None
+        self.waiting: tuple[int, int | None] | None = None  # (elite, island) of the next tuning
+        self.tuned: set[int] = set()  # elites tuned or being tuned
+        self.tunings = 0
+
+    def _trials(self, elite: int, below: int | None = None) -> int:
+        """Trial rows of ``elite`` so far (with ids below ``below``)."""
+        where, params = "sampler = ? AND parents = ?", (NAME, f"[{int(elite)}]")
+        if below is not None:
+            where, params = where + " AND id < ?", (*params, below)
+        return self.store.count(where, params)
+
+    def _start(self) -> None:
+        while self.active is None and self.waiting is not None:
+            elite, island = self.waiting
+            self.waiting = None
+            self.tuned.add(elite)
+            try:
+                self.active = Tuning(self.store.get(elite)["code"], tuning_seed(self.run_seed, elite),
+                                     self.evaluations, self.sigma0)
+            except (EditError, SyntaxError):
+                continue  # nothing to tune in this one
+            self.elite, self.island = elite, island
+            self.tunings += 1
+
+    def tell(self, row: dict) -> None:
+        ok = row["status"] == "ok" and row["score"] is not None
+        if row["sampler"] == NAME:
+            if self.active is not None and row["parents"] == [self.elite]:
+                self.active.tell(self._trials(self.elite, below=row["id"]), row["score"] if ok else None)
+                if self.active.done():
+                    self.active = self.elite = self.island = None
+        elif ok and row["score"] > self.best and row["id"] > 0 and row["id"] not in self.tuned:
+            self.waiting = (row["id"], row["island"])
+        if ok:
+            self.best = max(self.best, row["score"])
+        self._start()
+
+    def propose(self, i: int) -> Trial | None:
+        """The trial to ask as sample ``i``, or None."""
+        if self.active is None:
+            return None
+        k = self._trials(self.elite)
+        if not self.active.ready(k):
+            return None
+        values = self.active.vector(k)
+        functions = evolvable_functions(self.active.trial(k))
+        changed = {p.function for p in self.active.params}
+        text = "\n\n".join(src for name, src in functions.items() if name in changed)
+        note = (f"constant tuning of program {self.elite}: trial {k + 1} of {self.evaluations} "
+                f"(CMA-ES generation {self.active.generation(k) + 1}); literals "
+                + ", ".join(f"{p.value:.6g}->{v:.6g}" for p, v in zip(self.active.params, values)))
+        return Trial(self.elite, self.island, k, text, note)
+
+    async def sample(self, prompt) -> "Sample":
+        """The trial's text, recorded as its prompt when it was proposed: so a trial asked before a
+        restart is answered again from the store alone."""
+        from .samplers.base import Sample
+
+        return Sample(text=prompt.user, model=NAME)
