@@ -8,7 +8,7 @@ Each (arm, seed) is one real run through the CLI (``python -m evosearch run``: r
 sandbox workers, real store), with the same sample budget. Arms:
 
 * ``default``   the default configuration: 4 MAP-Elites islands (GridArchive over
-                full_bins x size), uniform parent selection, ring migration.
+                full_bins x size), ``exploit`` parent selection (share 0.5), ring migration.
 * ``funsearch`` FunSearch-style islands without a grid: 4 islands of score clusters
                 (``--archive clusters``), Boltzmann selection over clusters, resets of
                 the weaker half every samples/4 results, no migration (FunSearch has none).
@@ -33,7 +33,7 @@ held-out (test split) score, of its gain over the seed program on the same held-
 instances (each seed draws its own instances), and of the QD score of everything the run found: every
 ok program of the run inserted into one fresh GridArchive over the engine's axes
 (full_bins x size, 10 x 10), offset by the worst possible training score (one bin per
-item; tsp: a gap of 100% over the seed's), so arms with and without a grid are measured alike.
+item; tsp: a gap of 1000%), so arms with and without a grid are measured alike.
 """
 from __future__ import annotations
 
@@ -118,13 +118,21 @@ def run_one(arm: str, seed: int, args, out: Path) -> dict:
         summary = json.loads((run_dir / "summary.json").read_text())
         summary["ablation_wall_s"] = wall
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if summary["best"]["test"] is None and summary["best"].get("test_status") == "timeout":
+        # The run's held-out report hit the problem's deadline (a loaded machine): measure it again here.
+        code = sqlite3.connect(run_dir / "evosearch.db").execute(
+            "SELECT code FROM programs WHERE id = ?", (summary["best"]["id"],)).fetchone()[0]
+        again = held_out(args, seed, [code])[0]
+        summary["best"].update(test=again.score, test_metrics=again.metrics, test_status=None if again.ok
+                               else again.status, test_remeasured=True)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     problem_cls = type(load_problem(args.problem))
     axes = (*problem_cls.descriptors, SIZE)
     if args.problem == "bin_packing":
         # Offset: the worst possible training score, one bin per item, so every filled cell adds.
         offset = -float((yaml.safe_load(args.problem_options) or {}).get("train_items", 1000))
-    else:  # minus gap %: a gap 100 points worse than the seed's
-        offset = summary["seed"]["train"] - 100.0
+    else:  # tsp, minus gap %: a gap of 1000%, worse than random tours at these sizes (~450% at 60 cities)
+        offset = -1000.0
     qd, cells = qd_score(run_dir / "evosearch.db", axes, offset=offset)
     metric = CURVE_METRIC.get(args.problem)
     row = {"arm": arm, "seed": seed, "samples": summary["samples"], "evaluations": summary.get("evaluations"),
@@ -159,30 +167,37 @@ def best_so_far(db: Path, checkpoints) -> list[dict]:
     return out
 
 
+HELD_OUT_TIMEOUT_S = 600  # a generous deadline: the benchmark's own held-out runs are trusted seeds' programs
+
+
+def held_out(args, seed: int, codes: list[str]) -> list:
+    """Held-out evaluations (``Evaluation``) of programs, in the sandbox, one at a time."""
+    from evaluators.evaluator import Evaluator
+    from evaluators.pool import WorkerPool
+    from evosearch.problem import load_problem
+
+    async def evaluate():
+        problem = load_problem(args.problem)
+        options = yaml.safe_load(args.problem_options) or {}
+        async with WorkerPool(problem.folder, args.data_dir, seed, options, workers=1) as pool:
+            evaluator = Evaluator(pool, timeout_s=HELD_OUT_TIMEOUT_S)
+            return [await evaluator.evaluate_split(code, "test") for code in codes]
+
+    return asyncio.run(evaluate())
+
+
 def curve(run_dir: Path, args, seed: int, metric: str) -> list[dict]:
     """Held-out ``metric`` of the best-so-far program at each checkpoint, evaluated in the sandbox
     (cached in the run folder as curve.json)."""
     cached = run_dir / "curve.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    from evaluators.evaluator import Evaluator
-    from evaluators.pool import WorkerPool
-    from evosearch.problem import load_problem
-
     points = best_so_far(run_dir / "evosearch.db", [c for c in CHECKPOINTS if c <= args.samples])
-
-    async def evaluate():
-        problem = load_problem(args.problem)
-        options = yaml.safe_load(args.problem_options) or {}
-        async with WorkerPool(problem.folder, args.data_dir, seed, options, workers=1) as pool:
-            evaluator, held_out = Evaluator(pool), {}
-            for p in points:
-                if p["id"] not in held_out:
-                    held_out[p["id"]] = (await evaluator.evaluate_split(p["code"], "test")).metrics.get(metric)
-                p["held_out"] = held_out[p["id"]]
-                del p["code"]
-
-    asyncio.run(evaluate())
+    distinct = list({p["id"]: p["code"] for p in points}.items())
+    results = dict(zip([pid for pid, _ in distinct], held_out(args, seed, [code for _, code in distinct])))
+    for p in points:
+        p["held_out"] = results[p["id"]].metrics.get(metric)
+        del p["code"]
     cached.write_text(json.dumps(points))
     return points
 

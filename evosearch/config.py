@@ -67,13 +67,14 @@ class RunConfig:
     reset_interval: int = knob(0, "FunSearch reset of the weaker half of islands every N results (0: never)", minimum=0)
     migration_topology: str = knob("ring", "where migrants go: ring (to the next island) or random (to a random other "
                                            "island)", choices=("ring", "random"))
-    selection: str = knob("uniform", "parent selection: uniform (over occupied cells, MAP-Elites), boltzmann "
+    selection: str = knob("exploit", "parent selection: uniform (over occupied cells, MAP-Elites), boltzmann "
                                      "(FunSearch: softmax over score clusters, decaying temperature), dgm (Darwin "
                                      "Godel Machine: sigmoid of score / (1 + children)), best ((1+1)-EPS hill "
-                                     "climbing), exploit (the top parents on --exploit-share of prompts, uniform cells on "
-                                     "the rest), seed (always the seed program: random mutation baseline)",
+                                     "climbing), exploit (the archipelago's best parents on --exploit-share of prompts, the "
+                                     "island's uniform cells on the rest), seed (always the seed program: random mutation baseline)",
                           choices=("uniform", "boltzmann", "dgm", "best", "exploit", "seed"))
-    exploit_share: float = knob(0.5, "--selection exploit: share of prompts showing the island's best parents",
+    exploit_share: float = knob(0.5, "--selection exploit: share of prompts showing the archipelago's best parents (the rest "
+                                   "draw uniform cells of their island)",
                                 minimum=0)
     archive: str = knob("grid", "island archive: grid (pyribs GridArchive over the descriptors), cvt (pyribs "
                                 "CVTArchive, --cvt-cells centroids) or clusters (FunSearch-style: no grid, one "
