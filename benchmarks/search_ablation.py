@@ -16,7 +16,7 @@ sandbox workers, real store), with the same sample budget. Arms:
                 parent, always the current best.
 * ``random``    random mutation of the seed: one parent, always the seed program.
 * ``grid_boltzmann``, ``grid_dgm`` (extra, ``--arms``): the default islands with
-                FunSearch's or the DGM's parent selection instead of uniform.
+                FunSearch's or the DGM's parent selection instead of exploit.
 * ``uniform``   the default islands with MAP-Elites' uniform selection (the default
                 before ``exploit``); ``exploit30``/``exploit50``/``exploit80``: the
                 ``exploit`` selection with that share of exploiting prompts.
