@@ -68,12 +68,18 @@ def generated_stream(problem: str, count: int, seed: int) -> list[str]:
     """A stand-in for a run: each sample mutates a random earlier one (no selection)."""
     import random
 
+    from evosearch.extract import extract_functions
+    from evosearch.program import evolvable_functions, replace_functions
     from evosearch.samplers.mutate import mutate
 
     rng = random.Random(seed)
-    codes = [load_problem(problem).skeleton]
+    skeleton = load_problem(problem).skeleton
+    codes, names = [skeleton], list(evolvable_functions(skeleton))
     while len(codes) < count:
-        codes.append(mutate(rng.choice(codes), seed=rng.randrange(1 << 30)))
+        parent = rng.choice(codes)
+        # mutate() returns the changed functions only: spliced into the parent, as the engine does.
+        functions = extract_functions(mutate(parent, seed=rng.randrange(1 << 30)), names, program=parent)
+        codes.append(replace_functions(parent, functions))
     return codes
 
 

@@ -88,7 +88,7 @@ class RayWorkerPool:
     """WorkerPool's interface over ``n`` EvaluatorActors (least-loaded dispatch)."""
 
     def __init__(self, n: int, pool_kwargs: dict[str, Any], *, resources: dict[str, float] | None = None,
-                 sleep_s: float | None = None, max_restarts: int = -1):
+                 sleep_s: float | None = None, max_restarts: int = -1, actor_name: str | None = None):
         if n < 1:
             raise ValueError(f"need at least one evaluator actor, not {n}")
         pool_kwargs = dict(pool_kwargs)
@@ -100,7 +100,8 @@ class RayWorkerPool:
                 pool_kwargs["problem_relative"] = str(folder.relative_to(Path.cwd()))
         self.pool_kwargs = pool_kwargs
         options = dict(max_restarts=max_restarts, max_task_retries=0, resources=resources or {})
-        self.actors = [EvaluatorActor.options(**options).remote(pool_kwargs, sleep_s) for _ in range(n)]
+        self.actors = [EvaluatorActor.options(**options, **({"name": f"{actor_name}-{k}"} if actor_name else {}))
+                       .remote(pool_kwargs, sleep_s) for k in range(n)]
         self._load = [0] * n
         self._down_until = [0.0] * n
         self._next = 0
@@ -150,6 +151,8 @@ class RayWorkerPool:
         raise AssertionError("unreachable")
 
     async def facts(self) -> list[dict]:
+        """Each actor's facts, once it answers (one killed a moment ago is restarting)."""
+        await asyncio.gather(*(wait_alive(a) for a in self.actors))
         return await asyncio.gather(*(a.facts.remote() for a in self.actors))
 
     async def close(self) -> None:

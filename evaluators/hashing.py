@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import math
@@ -29,6 +30,7 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+@functools.lru_cache(maxsize=1024)  # the same text comes back often (duplicates, cache hits)
 def syntactic_hash(code: str) -> str:
     """sha256 of the program's AST without docstrings; comments and layout never
     reach the AST. Raises SyntaxError (or ValueError for NUL bytes) on bad code."""

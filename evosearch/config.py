@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-SAMPLERS = ("local", "openai", "vllm", "mutate")
 BACKENDS = ("local", "ray")
+COMMIT_MODES = ("ordered", "async")
 
 
 class ConfigError(ValueError):
@@ -33,7 +33,7 @@ class RunConfig:
     problem: str = knob("", "problem: a built-in or installed name, or a folder holding problem.py and skeleton.py")
     sampler: str = knob("local", "where candidates come from: local (embedded Gemma 3 270M), openai "
                                  "(any OpenAI-compatible endpoint), vllm (in-process vLLM on a GPU), mutate "
-                                 "(LLM-free AST mutations)", choices=SAMPLERS)
+                                 "(LLM-free AST mutations), or an installed one (evosearch.samplers entry points)")
     model: str | None = knob(None, "model name for --sampler openai; a GGUF path for --sampler local (default: the embedded model)")
     base_url: str | None = knob(None, "endpoint for --sampler openai, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = knob("OPENAI_API_KEY", "environment variable holding the API key for --sampler openai")
@@ -62,6 +62,10 @@ class RunConfig:
     seed: int = knob(0, "random seed: same seed and LLM-free sampler give the same run")
     workers: int = knob(max(1, os.cpu_count() or 1), "sandbox worker processes evaluating in parallel", minimum=1)
     concurrency: int = knob(4, "samples in flight at once (sampling overlaps evaluation)", minimum=1)
+    commit_mode: str | None = knob(None, "when results enter the islands: ordered (in sample order; same seed + "
+                                         "LLM-free sampler = same run) or async (as they land, --concurrency "
+                                         "always in flight); default: async for LLM samplers, ordered for mutate",
+                                   choices=COMMIT_MODES)
     migration_interval: int = knob(50, "ring-migrate each island's best to the next every N results (0: never)", minimum=0)
     migration_size: int = knob(1, "elites moved per migration", minimum=1)
     reset_interval: int = knob(0, "FunSearch reset of the weaker half of islands every N results (0: never)", minimum=0)
@@ -128,11 +132,12 @@ class RunConfig:
             lo, choices = f.metadata["minimum"], f.metadata["choices"]
             if value is not None and lo is not None and value < lo:
                 raise ConfigError(f"config '{f.name}' must be at least {lo}, got {value}")
-            if choices and value not in choices:
+            if choices and value is not None and value not in choices:
                 raise ConfigError(f"config '{f.name}' must be one of {', '.join(choices)}, got '{value}'")
             setattr(self, f.name, value)
         if self.exploit_share > 1:
             raise ConfigError(f"config 'exploit_share' must be at most 1, got {self.exploit_share}")
+        _check_sampler("sampler", self.sampler)
         if not self.problem:
             raise ConfigError("no problem given (evosearch run PROBLEM; see `evosearch problems`)")
         if self.sampler == "openai" and not (self.base_url and self.model):
@@ -173,10 +178,20 @@ def _check_edit_formats(mix: dict) -> None:
         raise ConfigError("config 'edit_formats' needs at least one format with a positive weight")
 
 
+def _check_sampler(key: str, name: str) -> None:
+    from .samplers import sampler_names
+
+    if name not in sampler_names():
+        raise ConfigError(f"config '{key}' must be one of {', '.join(sampler_names())}, got '{name}'")
+
+
 def _check_models(models: dict) -> None:
+    from .samplers import sampler_names
+
     for name, spec in models.items():
-        if not isinstance(spec, dict) or spec.get("sampler") not in SAMPLERS:
-            raise ConfigError(f"config 'models': '{name}' needs a mapping with sampler: one of {', '.join(SAMPLERS)}")
+        if not isinstance(spec, dict) or spec.get("sampler") not in sampler_names():
+            raise ConfigError(f"config 'models': '{name}' needs a mapping with sampler: one of "
+                              f"{', '.join(sampler_names())}")
         if spec["sampler"] == "openai" and not (spec.get("base_url") and spec.get("model")):
             raise ConfigError(f"config 'models': '{name}' (openai) needs base_url and model")
         cost = spec.get("cost", 1.0)

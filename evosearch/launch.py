@@ -1,25 +1,24 @@
-"""Wire a run from its config: problem, store, sampler, evaluator pool, engine, final report."""
+"""Wire a run from its config: problem, store, backend (sampler, evaluator pool, islands), engine, report.
+
+Imports are taken when a command needs them, and start-up work overlaps: the sampler's
+check, the sandbox pool's start and the islands' import (pyribs pulls in scikit-learn)
+run at once.
+"""
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from evaluators.evaluator import Evaluator
-from evaluators.pool import WorkerPool
-from evaluators.sandbox import describe_layers
-
-from .config import ConfigError, RunConfig
-from .engine import Engine
+from .backend import build_sampler  # noqa: F401  (the run's sampler, as run_search builds it)
+from .config import RunConfig
 from .problem import Problem
-from .progress import Progress
-from .samplers import make_sampler
-from .samplers.base import Sampler
-from .store import Store
+from .store import Store, StoreError
 from .tuning import NAME as TUNE
 
 
@@ -43,99 +42,57 @@ def new_run_dir(config: RunConfig) -> Path:
 def saved_config(run_dir: Path) -> dict:
     if not (run_dir / "evosearch.db").is_file() or not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"{run_dir} is not a run directory (no evosearch.db and config.yaml)")
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    try:
+        Store(run_dir / "evosearch.db").close()
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except StoreError as e:
+        raise RunDirError(str(e)) from None
+    except yaml.YAMLError as e:
+        raise RunDirError(f"{run_dir / 'config.yaml'} is damaged: {str(e).splitlines()[0]}") from None
+    if not isinstance(saved, dict):
+        raise RunDirError(f"{run_dir / 'config.yaml'} is damaged: not a mapping")
     if "max_tokens" in saved and "answer_tokens" not in saved:  # before the rename, max_tokens capped each answer
         saved["answer_tokens"] = saved.pop("max_tokens")
     return saved
 
 
-def sampler_spec(config: RunConfig) -> tuple[str, dict]:
-    """The sampler's name and plain options: what make_sampler takes, here or in a Ray actor."""
-    options = {
-        "local": dict(model_path=config.model, temperature=config.temperature, max_tokens=config.answer_tokens,
-                      seed=config.seed),
-        "openai": dict(base_url=config.base_url, model=config.model, api_key_env=config.api_key_env,
-                       temperature=config.temperature, answer_tokens=config.answer_tokens, top_p=config.top_p,
-                       timeout_s=config.request_timeout_s, max_retries=config.retries,
-                       concurrency=config.request_concurrency or config.concurrency, n=config.n_per_request,
-                       max_cost=config.max_cost, max_run_tokens=config.max_tokens, prices=config.prices),
-        "vllm": {**dict(model=config.model, temperature=config.temperature, answer_tokens=config.answer_tokens,
-                        top_p=config.top_p, n=config.n_per_request, max_cost=config.max_cost,
-                        max_run_tokens=config.max_tokens, prices=config.prices, seed=config.seed),
-                 **config.vllm_options},
-        "mutate": {},
-    }[config.sampler]
-    return config.sampler, options
-
-
-def build_sampler(config: RunConfig) -> Sampler:
-    if config.models:
-        return build_bandit(config)
-    name, options = sampler_spec(config)
-    try:
-        return make_sampler(name, **options)
-    except ValueError as e:  # an option the sampler rejects, e.g. --max-cost for a model without a price
-        raise ConfigError(str(e)) from None
-
-
-def build_bandit(config: RunConfig) -> Sampler:
-    """One sampler per entry of ``models`` (the run's knobs as defaults, the entry's keys on top), under a UCB bandit."""
-    from .samplers.bandit import BanditSampler
-
-    arms, costs = {}, {}
-    for arm, spec in config.models.items():
-        spec = dict(spec)
-        name, costs[arm] = spec.pop("sampler"), float(spec.pop("cost", 1.0))
-        base = dataclasses.replace(config, sampler=name, model=spec.pop("model", None),
-                                   base_url=spec.pop("base_url", None))
-        options = {**sampler_spec(base)[1], **spec}
-        try:
-            arms[arm] = make_sampler(name, **options)
-        except ValueError as e:
-            raise ConfigError(f"config 'models': '{arm}': {e}") from None
-    return BanditSampler(arms, costs)
+def _import_islands() -> None:
+    import islands.archipelago  # noqa: F401  (pyribs: seconds; done in a thread beside the pool's start)
 
 
 async def run_search(config: RunConfig, problem: Problem, run_dir: Path) -> dict:
+    """Run (or resume) the search stored in ``run_dir``; returns the summary (also written to summary.json)."""
+    from .backend import make_backend
+    from .samplers.base import SamplerError
+
     store = Store(run_dir / "evosearch.db")
+    fresh = store.next_id() == 0
     store.set_meta("config", config.to_dict())
-    backend = None
-    if config.backend == "ray":
-        from .ray_backend import RayBackend  # Ray is imported only when chosen
-        backend = await RayBackend(config, problem, run_dir).start()
-        sampler = backend.sampler
-    else:
-        sampler = build_sampler(config)
+    backend = make_backend(config, problem, run_dir)
+    sampler = None
     try:
-        await sampler.check()
-        meter = getattr(sampler, "meter", None)
-        if meter is not None:  # a resumed run has spent part of its budget already
+        await backend.start()
+        sampler = backend.sampler
+        try:
+            await asyncio.gather(sampler.check(), backend.pool.start(), asyncio.to_thread(_import_islands))
+        except SamplerError:
+            if fresh:  # nothing was run: leave no half-made run folder behind to block the same command
+                sampler = None
+                store.close()
+                _remove_run(run_dir)
+            raise
+        if sampler.meter is not None:  # a resumed run has spent part of its budget already
             spent = store.usage()
-            cost = spent["cost"] if spent["cost"] is not None else meter.cost(spent["tokens_in"], spent["tokens_out"])
-            meter.budget.charge(spent["tokens_in"], spent["tokens_out"], cost or 0.0, requests=0)
-        pool = backend.pool if backend else WorkerPool(problem.folder, config.data_dir, config.seed,
-                                                       config.problem_options, workers=config.workers,
-                                                       hide=[str(run_dir)])
-        async with pool:
-            if not config.quiet:
-                print(f"sandbox: {describe_layers(pool.info['isolation'])} (details: evosearch doctor)", file=sys.stderr)
-            evaluator = Evaluator(pool, timeout_s=config.timeout_s, memory_mb=config.memory_mb, use_probe=config.probe)
-            progress = None if config.quiet else Progress(config.samples)
-            engine = Engine(config, problem, store, sampler, evaluator, progress,
-                            **({"make_archipelago": backend.make_archipelago} if backend else {}))
-            best = await engine.run()
-            summary = await report(problem, store, evaluator, best.program_id)
-            summary["evaluator"] = evaluator.stats()
-            summary["islands"] = write_island_outputs(engine, run_dir)
-            summary["stop_reason"] = engine.stop_reason
-            if backend:
-                summary["ray"] = backend.stats()
+            cost = spent["cost"] if spent["cost"] is not None else sampler.meter.cost(spent["tokens_in"],
+                                                                                     spent["tokens_out"])
+            sampler.meter.budget.charge(spent["tokens_in"], spent["tokens_out"], cost or 0.0, requests=0)
+        summary = await _search(config, problem, run_dir, store, backend)
     finally:
-        if hasattr(sampler, "usage"):  # tokens, cost, retries and failures of the sampler's requests
-            store.set_meta("sampler_usage", sampler.usage())
-        await sampler.close()
-        if backend:
-            await backend.close()
+        if sampler is not None:
+            usage = sampler.usage()
+            if usage:  # tokens, cost, retries and failures of the sampler's requests
+                store.set_meta("sampler_usage", usage)
+        await backend.close()
     summary["sampler_usage"] = store.get_meta("sampler_usage")
     (run_dir / "best.py").write_text(store.get(summary["best"]["id"])["code"])
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -143,7 +100,51 @@ async def run_search(config: RunConfig, problem: Problem, run_dir: Path) -> dict
     return summary
 
 
-def write_island_outputs(engine: Engine, run_dir: Path) -> dict:
+async def _search(config: RunConfig, problem: Problem, run_dir: Path, store: Store, backend) -> dict:
+    from evaluators.evaluator import Evaluator
+    from evaluators.sandbox import describe_layers
+
+    from .engine import Engine
+    from .progress import Progress
+
+    pool = backend.pool
+    if not config.quiet:
+        print(f"sandbox: {describe_layers(pool.info['isolation'])} (details: evosearch doctor)", file=sys.stderr)
+    evaluator = Evaluator(pool, timeout_s=config.timeout_s, memory_mb=config.memory_mb, use_probe=config.probe)
+    progress = None if config.quiet else Progress(config.samples)
+    engine = Engine(config, problem, store, backend.sampler, evaluator, progress,
+                    make_archipelago=backend.make_archipelago)
+    earlier = store.get_meta("evaluator_stats") or {}  # the evaluator's counters of earlier sessions (resumes)
+    try:
+        best = await engine.run()
+    finally:
+        store.set_meta("evaluator_stats", _add_counts(earlier, evaluator.stats()))
+    # The held-out evaluations (sandbox) and the heatmap (matplotlib, in a thread) overlap.
+    summary, islands = await asyncio.gather(report(problem, store, evaluator, best.program_id),
+                                            asyncio.to_thread(write_island_outputs, engine, run_dir))
+    summary["evaluator"] = _add_counts(earlier, evaluator.stats())  # the whole run's, held-out report included
+    store.set_meta("evaluator_stats", summary["evaluator"])
+    summary["islands"] = islands
+    summary["stop_reason"] = engine.stop_reason
+    summary["commit_mode"] = engine.mode
+    stats = backend.stats()
+    if stats is not None:
+        summary["ray"] = stats
+    return summary
+
+
+def _add_counts(a: dict, b: dict) -> dict:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in {**a, **b}}
+
+
+def _remove_run(run_dir: Path) -> None:
+    for name in ("evosearch.db", "evosearch.db-wal", "evosearch.db-shm", "config.yaml"):
+        (run_dir / name).unlink(missing_ok=True)
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def write_island_outputs(engine, run_dir: Path) -> dict:
     """Per-island QD metrics over time (qd_metrics.json) and the archive heatmap (heatmap.png)."""
     from islands.visualize import write_heatmap  # matplotlib only at the end of a run
 
@@ -154,7 +155,7 @@ def write_island_outputs(engine: Engine, run_dir: Path) -> dict:
     return {"final": final, "heatmap": "heatmap.png" if heatmap else None, "qd_metrics": "qd_metrics.json"}
 
 
-async def report(problem: Problem, store: Store, evaluator: Evaluator, best_id: int) -> dict:
+async def report(problem: Problem, store: Store, evaluator, best_id: int) -> dict:
     """The best program against the seed, on training and held-out instances."""
     counts = store.status_counts("id > 0")  # the seed program is not a sample
     # Samples are sampler calls (an LLM's, or mutate's); evaluations are programs that reached the evaluator,

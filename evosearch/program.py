@@ -7,6 +7,7 @@ trusted helpers) stays as the problem wrote it. Parsing never executes code.
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 
 START, END = "# EVOLVE-BLOCK-START", "# EVOLVE-BLOCK-END"
@@ -27,7 +28,17 @@ class Block:
     end: int  # 0-based index of the END marker line
 
 
+# Programs are parsed again and again (prompts show the same elites, children share parents):
+# the pure functions of a program's text below keep their recent answers.
+CACHED = 1024
+
+
 def blocks(code: str) -> list[Block]:
+    return list(_blocks(code))
+
+
+@functools.lru_cache(maxsize=CACHED)
+def _blocks(code: str) -> tuple[Block, ...]:
     lines = code.splitlines()
     found, open_at = [], None
     for i, line in enumerate(lines):
@@ -45,29 +56,39 @@ def blocks(code: str) -> list[Block]:
         raise EditError(f"line {open_at + 1}: {START} is never closed")
     if not found:
         raise EditError(f"no {START} ... {END} region")
-    return found
+    return tuple(found)
 
 
 def _functions(code: str) -> dict[str, tuple[int, int]]:
     """Top-level function name -> (first line, last line), 0-based, decorators included."""
+    return dict(_function_spans(code))
+
+
+@functools.lru_cache(maxsize=CACHED)
+def _function_spans(code: str) -> tuple[tuple[str, tuple[int, int]], ...]:
     tree = ast.parse(code)
     spans = {}
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             first = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
             spans[node.name] = (first, node.end_lineno - 1)
-    return spans
+    return tuple(spans.items())
 
 
 def evolvable_functions(code: str) -> dict[str, str]:
     """Name -> source of each top-level function inside an evolve block, in order."""
+    return dict(_evolvable(code))
+
+
+@functools.lru_cache(maxsize=CACHED)
+def _evolvable(code: str) -> tuple[tuple[str, str], ...]:
     lines = code.splitlines()
     regions = blocks(code)
     out = {}
     for name, (a, b) in _functions(code).items():
         if any(r.start < a and b < r.end for r in regions):
             out[name] = "\n".join(lines[a:b + 1])
-    return out
+    return tuple(out.items())
 
 
 def replace_functions(code: str, new: dict[str, str]) -> str:
@@ -121,6 +142,7 @@ def check_frozen(parent: str, child: str) -> None:
                            f"only code between {START} and {END} may change")
 
 
+@functools.lru_cache(maxsize=CACHED)
 def ast_size(code: str) -> int:
     """Number of AST nodes in the evolve blocks' functions (the program-size descriptor)."""
     return sum(sum(1 for _ in ast.walk(ast.parse(src))) for src in evolvable_functions(code).values())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import io
 import math
 import tokenize
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from .program import blocks, evolvable_functions
 from .samplers.base import Prompt
 
-EDIT_FORMATS = ("full", "diff", "crossover", "fix")
+from .samplers.base import ALL_FORMATS as EDIT_FORMATS  # listed once, with the sampler contract
 
 # One system text for every format, so the shared head of a prompt is the same across formats.
 SYSTEM = ("You are an expert Python programmer improving a program by evolutionary search. "
@@ -42,6 +43,7 @@ class Shown:
     delta: float | None = None  # its score minus its best parent's
 
 
+@functools.lru_cache(maxsize=1024)  # prompts show the same elites again and again
 def rename(source: str, old: str, new: str) -> str:
     """Rename identifier ``old`` to ``new`` (names only: strings and comments are untouched)."""
     lines = source.splitlines(keepends=True)

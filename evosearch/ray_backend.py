@@ -9,9 +9,13 @@
 * the store: written by one owner, the driver running the engine.
 
 The engine is unchanged: it awaits the same sampler / evaluator calls and drives an
-``Archipelago`` whose islands are proxies. Results are committed in sample order and
-island calls are synchronous, so with the same seed and the mutate sampler both
-backends reach the same archive.
+``Archipelago`` whose islands are proxies. In ordered commit mode results are committed
+in sample order, so with the same seed and the mutate sampler both backends reach the
+same archive. Every actor is named (``ray list actors`` shows ``evosearch-<run>-...``).
+
+A private instance is private: without ``--address`` this starts a new local Ray
+instance (``address="local"``), never joining a cluster already running on the machine
+(a bare ``ray.init()`` joins the latest one recorded in Ray's temp folder).
 
 Authentication (Ray >= 2.59): ``ray.init()`` starting a new local cluster turns
 token authentication on by default, while ``ray start --head`` turns it on only if a
@@ -34,8 +38,9 @@ import ray
 from evaluators.actor import RayWorkerPool
 from islands.actor import RayArchipelago
 
+from .backend import Backend
 from .config import RunConfig
-from .engine import SearchError
+from .pipeline import SearchError
 from .problem import Problem
 from .samplers.actor import RaySampler
 
@@ -63,8 +68,9 @@ def connect(address: str | None, *, resources: dict[str, float] | None = None, h
         # Ray's processes inherit this environment: keep API keys out of every actor but the samplers.
         saved = {k: os.environ.pop(k) for k in hidden_env if k in os.environ}
         try:
-            ray.init(resources=resources or {}, include_dashboard=False, logging_level=logging.WARNING,
-                     log_to_driver=not quiet)
+            # "local": a new instance, even where another cluster runs on this machine.
+            ray.init(address="local", resources=resources or {}, include_dashboard=False,
+                     logging_level=logging.WARNING, log_to_driver=not quiet)
         finally:
             os.environ.update(saved)
         return True
@@ -83,9 +89,10 @@ def connect(address: str | None, *, resources: dict[str, float] | None = None, h
     return True
 
 
-class RayBackend:
+class RayBackend(Backend):
     """``async with RayBackend(config, problem, run_dir) as backend``: ``backend.sampler``,
-    ``backend.pool`` (WorkerPool's interface) and ``backend.make_archipelago`` for the Engine."""
+    ``backend.pool`` (WorkerPool's interface) and ``backend.make_archipelago`` for the Engine.
+    ``sampler_spec``: (name, options) over the config's sampler."""
 
     def __init__(self, config: RunConfig, problem: Problem, run_dir: Path | None = None,
                  sampler_spec: tuple[str, dict] | None = None, sleep_s: float | None = None):
@@ -96,6 +103,8 @@ class RayBackend:
         self.pool: RayWorkerPool | None = None
         self.archipelagos: list[RayArchipelago] = []
         self._connected = False
+        # Actor names: the run folder's name and this driver's pid keep two runs on one cluster apart.
+        self.prefix = f"evosearch-{run_dir.name if run_dir else 'run'}-{os.getpid()}"
         RayBackend.current = self  # the live backend, for tests that inject faults
 
     current: "RayBackend | None" = None
@@ -122,19 +131,17 @@ class RayBackend:
         self._connected = connect(c.address, resources=private, hidden_env=tuple(self._secrets()), quiet=c.quiet)
         try:
             self._check_resources()
-            if self.sampler_spec is None:
-                from .launch import sampler_spec
-                self.sampler_spec = sampler_spec(c)
-            name, kwargs = self.sampler_spec
-            self.sampler = RaySampler(name, kwargs, n=c.sampler_actors, num_gpus=c.sampler_gpus,
+            name, kwargs = self.sampler_spec or (c.sampler, {})
+            self.sampler = RaySampler(name, c, kwargs, n=c.sampler_actors, num_gpus=c.sampler_gpus,
                                       resources={c.sampler_resource: 1} if c.sampler_resource else None,
-                                      env_vars=self._secrets())
+                                      env_vars=self._secrets(), actor_name=f"{self.prefix}-sampler")
             # A problem's name, resolved on each node (its install path may differ there), or a folder.
             pool_kwargs = dict(problem_folder=c.problem, data_dir=c.data_dir, seed=c.seed,
                                options=c.problem_options, workers=c.workers,
                                hide=[str(self.run_dir)] if self.run_dir else [])
             self.pool = RayWorkerPool(c.evaluator_actors, pool_kwargs, sleep_s=self.sleep_s,
-                                      resources={c.sandbox_resource: 1} if c.sandbox_resource else None)
+                                      resources={c.sandbox_resource: 1} if c.sandbox_resource else None,
+                                      actor_name=f"{self.prefix}-evaluator")
             try:
                 await asyncio.wait_for(self.pool.start(), PLACEMENT_TIMEOUT_S)
             except asyncio.TimeoutError:
@@ -158,7 +165,7 @@ class RayBackend:
                       f"{need:g}; waiting for the autoscaler", file=sys.stderr)
 
     def make_archipelago(self, *args, **kwargs) -> RayArchipelago:
-        archipelago = RayArchipelago(*args, **kwargs)
+        archipelago = RayArchipelago(*args, actor_name=f"{self.prefix}-island{len(self.archipelagos) or ''}", **kwargs)
         self.archipelagos.append(archipelago)
         return archipelago
 

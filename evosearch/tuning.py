@@ -220,7 +220,9 @@ class Trial:
 
 
 class TuningOperator:
-    """Decides when to tune and proposes the trials; its whole state is rebuilt from the rows told.
+    """The planner's operator (``evosearch.planner.Operator``) for constant tuning: it decides when to
+    tune, proposes the trials (``ask``) and answers them (``sample``); its whole state is rebuilt from
+    the rows told.
 
     When: a committed sample (not a trial) that beats every result before it becomes the
     tuning target; one tuning runs at a time and a newer target replaces a waiting one (the
@@ -296,6 +298,20 @@ class TuningOperator:
                 f"(CMA-ES generation {self.active.generation(k) + 1}); literals "
                 + ", ".join(f"{p.value:.6g}->{v:.6g}" for p, v in zip(self.active.params, values)))
         return Trial(self.elite, self.island, k, text, note)
+
+    def ask(self, planner, i: int):
+        """The planner's Operator hook: sample ``i`` as a trial (recorded by the planner), or None."""
+        from .planner import Ask, sample_seed
+        from .samplers.base import Prompt
+
+        trial = self.propose(i)
+        if trial is None:
+            return None
+        prompt = Prompt(system=trial.note, user=trial.text, parents=[self.store.get(trial.elite)["code"]],
+                        functions=planner.functions, seed=sample_seed(self.run_seed, i))
+        epoch = planner.archipelago.epoch(trial.island) if trial.island is not None else None
+        return Ask(id=i, island=trial.island, parents=[trial.elite], sampler=NAME, edit_format="full", epoch=epoch,
+                   seen=planner.committer.seq, prompt=prompt, source=self)
 
     async def sample(self, prompt) -> "Sample":
         """The trial's text, recorded as its prompt when it was proposed: so a trial asked before a

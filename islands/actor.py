@@ -18,6 +18,13 @@ replaying the store's committed results (the engine's own replay).
 
 Migration: each actor picks its own emigrants (``top``): only ``migration_size``
 elites per island travel, never an island's population.
+
+Pipelining: inserting a result (``add``, DGM's ``record_child``) does not wait for the
+actor. Ray runs one caller's calls on an actor in the order they were sent, so a later
+parent selection still sees the insert; the insert's answer (the archive result) is
+collected later, in batches (``RayArchipelago.settle``). Journaled calls carry their
+position in the journal, so a call that reaches an actor already restored past it is
+not applied twice.
 """
 from __future__ import annotations
 
@@ -54,6 +61,7 @@ class IslandActor:
     def __init__(self, descriptors, qd_score_offset=None, options=None):
         self.args = (descriptors, qd_score_offset, dict(options or {}))
         self.island = new_island(descriptors, qd_score_offset, **self.args[2])
+        self.applied = 0  # journaled calls applied so far
         with warnings.catch_warnings():  # Ray's own use of a deprecated API inside this call
             warnings.simplefilter("ignore")
             # A restarted actor starts empty: it must be restored before serving calls.
@@ -62,10 +70,15 @@ class IslandActor:
     def island_class(self) -> type:
         return type(self.island)
 
-    def call(self, method: str, args: tuple, kwargs: dict):
-        """The island's method (or property) ``method``; returns (result, rng states after the call)."""
+    def call(self, method: str, args: tuple, kwargs: dict, position: int | None = None):
+        """The island's method (or property) ``method``; returns (result, rng states after the call).
+        ``position``: a journaled call's place in the journal (None: a pure reader)."""
         if self.lost:
             raise IslandLost("island actor restarted; restore it first")
+        if position is not None:
+            if position < self.applied:
+                return None, []  # applied by a restore already
+            self.applied = position + 1
         attr = getattr(self.island, method)
         result = attr(*args, **kwargs) if callable(attr) else attr
         return result, _rng_states(args, kwargs)
@@ -79,11 +92,13 @@ class IslandActor:
     def snapshot(self) -> bytes:
         return pickle.dumps(self.island)
 
-    def restore(self, snapshot: bytes | None, journal: list) -> None:
+    def restore(self, snapshot: bytes | None, journal: list, base: int = 0) -> None:
+        """The island as of ``snapshot`` (taken after ``base`` journaled calls) plus the calls since."""
         d, offset, options = self.args
         self.island = pickle.loads(snapshot) if snapshot is not None else new_island(d, offset, **options)
         for method, args, kwargs in journal:
             getattr(self.island, method)(*pickle.loads(args), **pickle.loads(kwargs))
+        self.applied = base + len(journal)
         self.lost = False
 
     def pid(self) -> int:
@@ -100,6 +115,7 @@ class IslandProxy:
         self.actor = IslandActor.options(max_restarts=-1, max_task_retries=0, **(actor_options or {})).remote(
             self.descriptors, qd_score_offset, options)
         self._snapshot: bytes | None = None
+        self._base = 0  # journaled calls the snapshot holds
         self._journal: list[tuple[str, bytes, bytes]] = []
         self._emigrants: list[Elite] | None = None  # set by RayArchipelago.migrate, read once by elites()
         self.restores = 0
@@ -122,7 +138,7 @@ class IslandProxy:
     def _restore(self, deadline: float) -> None:
         while True:
             try:
-                ray.get(self.actor.restore.remote(self._snapshot, self._journal),
+                ray.get(self.actor.restore.remote(self._snapshot, self._journal, self._base),
                         timeout=max(1.0, deadline - time.monotonic()))
                 self.restores += 1
                 return
@@ -134,15 +150,28 @@ class IslandProxy:
     def _call(self, method: str, *args, **kwargs):
         # Pickled before the call: the journal keeps every argument (an rng's state included) as the call saw it.
         entry = None if method in READ_ONLY else (method, pickle.dumps(args), pickle.dumps(kwargs))
-        result, states = self._get(lambda: self.actor.call.remote(method, args, kwargs))
+        position = None if entry is None else self._base + len(self._journal)
+        result, states = self._get(lambda: self.actor.call.remote(method, args, kwargs, position))
         for rng, state in zip((a for a in (*args, *kwargs.values()) if isinstance(a, np.random.Generator)), states):
             rng.bit_generator.state = state  # advanced as a local call would have advanced it
         if entry is not None:
-            self._journal.append(entry)
-            if len(self._journal) >= self.snapshot_every:
-                self._snapshot = self._get(lambda: self.actor.snapshot.remote())
-                self._journal = []
+            self._journaled(entry)
         return result
+
+    def _journaled(self, entry: tuple) -> None:
+        self._journal.append(entry)
+        if len(self._journal) >= self.snapshot_every:
+            self._snapshot = self._get(lambda: self.actor.snapshot.remote())
+            self._base += len(self._journal)
+            self._journal = []
+
+    def submit(self, method: str, *args, **kwargs) -> "ray.ObjectRef":
+        """Send a changing call without waiting for it (no generator arguments); its reply
+        ``(result, [])`` comes with the returned ref. Journaled at once: a restore includes it."""
+        entry = (method, pickle.dumps(args), pickle.dumps(kwargs))
+        ref = self.actor.call.remote(method, args, kwargs, self._base + len(self._journal))
+        self._journaled(entry)
+        return ref
 
     # -- the island's interface --------------------------------------------------------
     def __getattr__(self, name: str):
@@ -176,16 +205,60 @@ class IslandProxy:
         ray.kill(self.actor, no_restart=True)
 
 
+class Pending:
+    """An insert sent to an island actor, its archive result not read yet."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref):
+        self.ref = ref
+
+
 class RayArchipelago(Archipelago):
     """An ``Archipelago`` whose islands live in actors (``num_cpus=0`` each)."""
 
-    def __init__(self, *args, actor_options: dict | None = None, **kwargs):
+    def __init__(self, *args, actor_options: dict | None = None, actor_name: str | None = None, **kwargs):
+        made = []
+
         def make_island(descriptors, qd_score_offset=None, **options):
-            return IslandProxy(descriptors, qd_score_offset, options=options, actor_options=actor_options)
+            named = {"name": f"{actor_name}-{len(made)}"} if actor_name else {}
+            made.append(IslandProxy(descriptors, qd_score_offset, options=options,
+                                    actor_options={**(actor_options or {}), **named}))
+            return made[-1]
 
         kwargs["make_island"] = make_island
         super().__init__(*args, **kwargs)
         self.migrations = 0
+
+    def add(self, island: int, program_id: int, score: float, descriptors, epoch: int | None = None):
+        """Pipelined: the insert is sent, not awaited; returns a ``Pending`` archive result (see ``settle``).
+        A child that may be stale (its island was reset since its prompt) is decided at once."""
+        if epoch is not None and epoch != self.epochs[island]:
+            return super().add(island, program_id, score, descriptors, epoch)
+        return Pending(self._island(island).submit("add", program_id, score, descriptors))
+
+    def record_child(self, island: int, parent_ids) -> None:
+        self._island(island).submit("record_child", [int(p) for p in parent_ids])
+
+    @staticmethod
+    def settle(pending: list["Pending"], wait: bool = False) -> list:
+        """The archive results of those ``pending`` inserts that are answered (all of them with ``wait``),
+        as (pending, result); a result is None where the actor was lost before it answered."""
+        if not pending:
+            return []
+        refs = [p.ref for p in pending]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=None if wait else 0)
+        ready = set(ready)
+        out = []
+        for p in pending:
+            if p.ref in ready:
+                try:
+                    out.append((p, ray.get(p.ref)[0]))
+                except (RayActorError, IslandLost):  # restored from the journal, which holds the insert
+                    out.append((p, None))
+                except ray.exceptions.RayTaskError as e:  # the island's own error, as it would be raised locally
+                    raise e.cause from None
+        return out
 
     def migrate(self, *args, **kwargs) -> list[dict]:
         # Every actor picks its emigrants at once (one round trip in all); Archipelago.migrate

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from islands.clusters import ClusterIsland
-from islands.island import Elite, Island
+from islands.island import ArchiveResult, Elite, Island
 from islands.selection import EXPLOIT_SHARE
 
 if TYPE_CHECKING:
@@ -98,8 +98,14 @@ class Archipelago:
         if epoch is not None and epoch != self.epochs[island]:
             best = isl.best()
             if best is not None and not score > best.score:
-                return "stale"
+                return ArchiveResult.STALE
         return isl.add(program_id, score, descriptors)
+
+    @staticmethod
+    def settle(pending: list, wait: bool = False) -> list:
+        """Archive results of inserts still under way (islands in actors answer later; see
+        islands.actor.RayArchipelago): (pending, result) for those answered. Local ``add`` answers at once."""
+        return []
 
     def add_everywhere(self, program_id: int, score: float, descriptors: Sequence[float]) -> None:
         """Give every island the same program (the seed, which becomes the founder)."""

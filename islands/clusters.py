@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from islands import selection
-from islands.island import Elite
+from islands.island import ArchiveResult, Elite
 
 
 class ClusterIsland:
@@ -48,7 +48,7 @@ class ClusterIsland:
         e = Elite(int(program_id), score, tuple(float(v) for v in descriptors))
         members = self._clusters.get(score)
         if members is not None and any(m.program_id == e.program_id for m in members):
-            return "not_added"  # a duplicate: nothing changes
+            return ArchiveResult.NOT_ADDED  # a duplicate: nothing changes
         self.offered += 1
         if self._offset is None:
             self._offset = score
@@ -56,17 +56,17 @@ class ClusterIsland:
             if len(self._clusters) >= self.max_clusters:
                 worst = min(self._clusters)
                 if score <= worst:
-                    return "not_added"
+                    return ArchiveResult.NOT_ADDED
                 for m in self._clusters.pop(worst):
                     self._children.pop(m.program_id, None)
             self._clusters[score] = [e]
-            return "new"
-        status = "new"
+            return ArchiveResult.NEW
+        status = ArchiveResult.NEW
         if len(members) >= self.cluster_cap:
             if self._size(e) >= self._size(members[-1]):
-                return "not_added"
+                return ArchiveResult.NOT_ADDED
             self._children.pop(members.pop().program_id, None)  # the longest leaves
-            status = "improve"
+            status = ArchiveResult.IMPROVE
         members.append(e)
         members.sort(key=self._size)  # stable: equal sizes keep arrival order
         return status

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,7 +34,19 @@ from islands import selection
 if TYPE_CHECKING:  # only the attributes name/low/high/bins are used
     from evosearch.problem import Descriptor
 
-_STATUS = {AddStatus.NOT_ADDED: "not_added", AddStatus.IMPROVE_EXISTING: "improve", AddStatus.NEW: "new"}
+
+
+class ArchiveResult(StrEnum):
+    """What offering a program to an island did (recorded per program as ``archive``)."""
+
+    NEW = "new"  # it took an empty cell
+    IMPROVE = "improve"  # it beat the cell's elite
+    NOT_ADDED = "not_added"
+    STALE = "stale"  # drawn before its island was reset, and not better than what the island holds now
+
+
+_STATUS = {AddStatus.NOT_ADDED: ArchiveResult.NOT_ADDED, AddStatus.IMPROVE_EXISTING: ArchiveResult.IMPROVE,
+           AddStatus.NEW: ArchiveResult.NEW}
 _EPS = 1e-6  # GridArchive's epsilon, passed explicitly because the fast cell index repeats its formula
 ARCHIVES = ("grid", "cvt")
 
@@ -199,10 +212,10 @@ class Island:
         cell = self._index(values)
         pos = self._pos.get(cell)
         if pos is not None and self._ids[pos] == int(program_id):
-            return "not_added"  # a duplicate of the elite itself: nothing changes, not even the count
+            return ArchiveResult.NOT_ADDED  # a duplicate of the elite itself: nothing changes, not even the count
         self.offered += 1
         if pos is not None and score <= self._scores[pos]:
-            return "not_added"  # pyribs' rule (threshold = incumbent's objective), without the call
+            return ArchiveResult.NOT_ADDED  # pyribs' rule (threshold = incumbent's objective), without the call
         if self._offset is None:
             # The archive is empty here, so fixing its offset by rebuilding loses nothing.
             self._offset = score

@@ -167,6 +167,15 @@ def test_user_mistakes_end_with_one_line(tmp_path, args, message):
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("evosearch: error:")
+    assert not (tmp_path / "o" / "evosearch.db").exists()  # nothing left that would block the same command
+
+
+def test_resume_of_a_damaged_store_is_one_line(tmp_path):
+    (tmp_path / "config.yaml").write_text("problem: bin_packing\n")
+    (tmp_path / "evosearch.db").write_bytes(b"not a database at all" * 50)
+    proc = evosearch("run", "--resume", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "is not a usable evosearch store" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_problem_folder_missing_a_part(tmp_path):

@@ -3,6 +3,7 @@ through the real engine, store and sandboxed evaluator. The LLM is a scripted sa
 (answers chosen by the test) so that each path is taken for sure; real models are in
 tests/test_samplers_llm.py and benchmarks/sampler_throughput.py."""
 import asyncio
+import json
 import sqlite3
 import subprocess
 import sys
@@ -78,9 +79,9 @@ def test_fix_mode_repairs_a_failed_program_of_the_island_and_children_see_the_ch
     fix_prompt = sampler.prompts[1]
     assert fix_prompt.parents == [rows[0]["code"]] and "boom" in fix_prompt.user and "failed: crash" in fix_prompt.user
     assert "boom" in fix_prompt.completion and fix_prompt.completion.endswith(fix_prompt.header)
-    shown = engine._shown(2)  # what a child's prompt says about program 2: its change and its outcome
+    shown = engine.planner.shown(2)  # what a child's prompt says about program 2: its change and its outcome
     assert shown.change == "guard the division" and shown.delta is None  # its parent failed: no score to beat
-    seed_child = engine._shown(1)
+    seed_child = engine.planner.shown(1)
     assert seed_child.change == "divide by the item" and seed_child.error and "boom" in seed_child.error
 
 
@@ -139,6 +140,9 @@ def test_bandit_over_two_mutate_arms_is_repeatable_and_resumes_to_the_same_run(t
     cli("--resume", str(tmp_path / "b"), "--samples", "30", "--quiet")  # the bandit's state comes from the store
     a = rows(tmp_path / "a")
     assert len(a) == 31 and rows(tmp_path / "b") == a
+    # The evaluator's counters in the summary cover both sessions: 30 samples and the seed, not the last 18.
+    counters = json.loads((tmp_path / "b" / "summary.json").read_text())["evaluator"]
+    assert counters["evaluations"] == 31
     arms = [r[5] for r in a[1:]]
     assert set(arms) == {"strong", "weak"}
     assert arms.count("strong") > arms.count("weak")  # the dear arm must earn its cost

@@ -53,7 +53,7 @@ def replayed_elites(db: Path) -> list[list[int]]:
     store = Store(db)
     try:
         engine = Engine(cfg, load_problem(cfg.problem, None, cfg.seed, cfg.problem_options), store, None, None)
-        engine._replay()
+        engine.replay()
         return [[e.program_id for e in isl.elites()] for isl in engine.archipelago.islands]
     finally:
         store.close()
@@ -235,6 +235,63 @@ def test_joining_without_the_token_is_one_line(ray_cluster, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+PRIVATE = """
+import json, sys
+import ray
+from evosearch.ray_backend import RayBackend, connect
+
+connect(None, resources={"sandbox": 1.0}, quiet=True)
+print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "nodes": len(ray.nodes())}))
+ray.shutdown()
+"""
+
+
+def test_a_private_instance_never_joins_the_machines_latest_cluster(ray_cluster, tmp_path):
+    """Without --address the backend starts its own Ray instance, even where Ray's temp folder names a
+    running cluster as the latest (what ``ray start`` leaves there, and a bare ``ray.init()`` joins)."""
+    import tempfile
+
+    temp = Path(tempfile.mkdtemp(prefix="esr-", dir="/tmp"))  # short: Ray's sockets live under it
+    try:
+        (temp / "ray").mkdir()
+        (temp / "ray" / "ray_current_cluster").write_text(ray_cluster.address)
+        env = {**os.environ, "RAY_TMPDIR": str(temp), "PYTHONPATH": str(REPO)}
+        env.pop("RAY_ADDRESS", None)
+        proc = subprocess.run([sys.executable, "-c", PRIVATE], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
+        assert got["gcs"] != ray_cluster.address and got["nodes"] == 1
+    finally:
+        import shutil
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_actors_have_names(ray_cluster, tmp_path):
+    """``ray list actors`` shows what each actor is: islands, sampler and evaluators of the run."""
+    from evosearch.ray_backend import RayBackend
+
+    async def go():
+        from ray.util.state import list_actors
+
+        from evosearch.engine import axes, island_kwargs
+
+        cfg = config(backend="ray", address=ray_cluster.address, samples=3, evaluator_actors=2, out=str(tmp_path))
+        problem = load_problem(cfg.problem, None, cfg.seed, cfg.problem_options)
+        backend = await RayBackend(cfg, problem, tmp_path).start()
+        try:
+            islands = backend.make_archipelago(2, axes(problem, cfg), island_kwargs=island_kwargs(cfg))
+            assert [len(isl) for isl in islands.islands] == [0, 0]  # up and answering
+            return sorted(a.name for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+                          if a.name and tmp_path.name in a.name)
+        finally:
+            await backend.close()
+
+    names = asyncio.run(go())
+    prefix = f"evosearch-{tmp_path.name}-{os.getpid()}"
+    assert names == sorted([f"{prefix}-evaluator-0", f"{prefix}-evaluator-1", f"{prefix}-island-0",
+                            f"{prefix}-island-1", f"{prefix}-sampler-0"])
+
+
 def test_cluster_configs_are_valid():
     """cluster/ray-up.yaml passes Ray's own schema; the KubeRay manifests ask for this Ray and token auth."""
     import copy
@@ -313,6 +370,47 @@ def test_an_island_actor_killed_after_snapshots_is_restored_exactly(ray_cluster)
         assert remote.restores == 1
         assert remote.elites() == local.elites()
         assert rng_remote.bit_generator.state == rng_local.bit_generator.state
+        remote.kill()
+    finally:
+        if connected:
+            ray.shutdown()
+
+
+def test_pipelined_inserts_survive_a_killed_island_actor_without_being_applied_twice(ray_cluster):
+    """Inserts are sent without waiting; the actor dies with some in flight; the restore (snapshot +
+    journal, which holds every insert sent) and the calls arriving after it leave the island exactly
+    as a local one, with every insert counted once (``offered``)."""
+    import pickle
+
+    import numpy as np
+    import ray
+
+    from evosearch.problem import Descriptor
+    from evosearch.ray_backend import connect
+    from islands.actor import IslandProxy
+    from islands.archipelago import new_island
+
+    axes = (Descriptor("x", 0.0, 1.0, 5),)
+    connected = connect(ray_cluster.address, quiet=True)
+    try:
+        remote, local = IslandProxy(axes, snapshot_every=5), new_island(axes)
+        values = np.random.default_rng(2).random((40, 2))
+        refs, expected = [], []
+        for n, (score, x) in enumerate(values):
+            if n == 23:
+                os.kill(remote.pid(), signal.SIGKILL)  # inserts before it may be unanswered yet
+            refs.append(remote.submit("add", n, float(score), (float(x),)))
+            expected.append(local.add(n, float(score), (float(x),)))
+        got = []
+        for ref in refs:
+            try:
+                got.append(ray.get(ref)[0])
+            except Exception:  # sent to the dead actor: the restore applies it from the journal
+                got.append(None)
+        assert all(g is None or g == e for g, e in zip(got, expected)) and got[0] == expected[0]
+        assert remote.elites() == local.elites() and remote.restores >= 1
+        held = pickle.loads(ray.get(remote.actor.snapshot.remote()))
+        assert held.offered == local.offered == 40  # none applied twice
         remote.kill()
     finally:
         if connected:

@@ -1,5 +1,5 @@
-"""Samplers on Ray: ``SamplerActor`` builds a sampler from a spec (name + plain kwargs,
-as ``make_sampler`` takes) on the node Ray picks, e.g. a GPU node for an in-process
+"""Samplers on Ray: ``SamplerActor`` builds a sampler from a spec (name, run config and
+options, as ``make_sampler`` takes) on the node Ray picks, e.g. a GPU node for an in-process
 vLLM (``num_gpus``); ``RaySampler`` is the driver-side ``Sampler`` over the actors.
 
 Secrets: an API key reaches a sampler actor only through that actor's own
@@ -19,14 +19,14 @@ import ray
 from ray.exceptions import RayActorError
 
 from evaluators.actor import wait_alive
-from evosearch.samplers import make_sampler
+from evosearch.samplers import make_sampler, sampler_class
 from evosearch.samplers.base import Prompt, Sample, Sampler, SamplerError
 
 
 @ray.remote(num_cpus=0)
 class SamplerActor:
-    def __init__(self, name: str, kwargs: dict):
-        self.sampler = make_sampler(name, **kwargs)
+    def __init__(self, name: str, config, kwargs: dict):
+        self.sampler = make_sampler(name, config, **kwargs)
 
     async def sample(self, prompt: Prompt) -> Sample:
         return await self.sampler.sample(prompt)
@@ -34,10 +34,10 @@ class SamplerActor:
     async def check(self) -> dict:
         """Fail fast as the sampler does; returns what the engine reads of a sampler besides sample()."""
         await self.sampler.check()
-        return {"edit_formats": getattr(self.sampler, "edit_formats", None)}
+        return {"edit_formats": tuple(self.sampler.edit_formats), "llm": self.sampler.llm}
 
     def usage(self) -> dict | None:
-        return self.sampler.usage() if hasattr(self.sampler, "usage") else None
+        return self.sampler.usage()
 
     async def close(self) -> None:
         await self.sampler.close()
@@ -53,16 +53,20 @@ class SamplerActor:
 class RaySampler(Sampler):
     """A Sampler whose samples come from ``n`` SamplerActors (least-loaded dispatch)."""
 
-    def __init__(self, name: str, kwargs: dict | None = None, *, n: int = 1, num_gpus: float = 0,
+    def __init__(self, name: str, config=None, kwargs: dict | None = None, *, n: int = 1, num_gpus: float = 0,
                  resources: dict[str, float] | None = None, env_vars: dict[str, str] | None = None,
-                 max_restarts: int = -1):
+                 max_restarts: int = -1, actor_name: str | None = None):
         if n < 1:
             raise ValueError(f"need at least one sampler actor, not {n}")
         self.name = name
         options = dict(num_gpus=num_gpus, resources=resources or {}, max_restarts=max_restarts, max_task_retries=0)
         if env_vars:
             options["runtime_env"] = {"env_vars": dict(env_vars)}
-        self.actors = [SamplerActor.options(**options).remote(name, dict(kwargs or {})) for _ in range(n)]
+        # The sampler's class decides what the engine reads of it (its module loads here only for that).
+        cls = sampler_class(name)
+        self.llm, self.edit_formats = cls.llm, cls.edit_formats
+        self.actors = [SamplerActor.options(**options, **({"name": f"{actor_name}-{k}"} if actor_name else {}))
+                       .remote(name, config, dict(kwargs or {})) for k in range(n)]
         self._load = [0] * n
         self._next = 0
         self.actor_failures = 0
@@ -103,8 +107,7 @@ class RaySampler(Sampler):
             raise SamplerError(f"sampler actor cannot start: {e}") from None
         except ray.exceptions.RayTaskError as e:
             raise (e.cause if isinstance(e.cause, Exception) else SamplerError(str(e))) from None
-        if facts[0]["edit_formats"] is not None:
-            self.edit_formats = facts[0]["edit_formats"]  # read by the engine when it picks an edit format
+        self.edit_formats, self.llm = facts[0]["edit_formats"], facts[0]["llm"]  # as the sampler itself says
 
     def usage(self) -> dict:
         """The sampler's usage (tokens, cost, retries, failures), summed over the actors."""
@@ -122,6 +125,7 @@ class RaySampler(Sampler):
         return {**total, "cost": None if None in costs else sum(costs), "actors": usages}
 
     async def facts(self) -> list[dict]:
+        await asyncio.gather(*(wait_alive(a) for a in self.actors))  # one killed a moment ago is restarting
         return [await a.facts.remote() for a in self.actors]
 
     async def close(self) -> None:

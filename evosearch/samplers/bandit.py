@@ -38,6 +38,7 @@ class BanditSampler(Sampler):
             if not cost > 0:
                 raise ValueError(f"cost of arm {name!r} must be > 0, got {cost}")
         self.arms = dict(arms)
+        self.llm = any(s.llm for s in self.arms.values())  # insights and the commit mode follow the model arms
         cheapest = min(costs.get(a, 1.0) for a in self.arms)
         self.costs = {a: costs.get(a, 1.0) / cheapest for a in self.arms}
         self.exploration = exploration

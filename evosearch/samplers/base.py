@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 
 
 class SamplerError(Exception):
-    """A sample could not be drawn (endpoint down, bad answer); recorded, never fatal."""
+    """A sample could not be drawn (endpoint down, bad answer); recorded, never fatal. What the failed
+    request still cost (tokens billed, HTTP retries, USD) goes with it, so the row counts it too."""
+
+    def __init__(self, message: str = "", *, tokens_in: int = 0, tokens_out: int = 0, retries: int = 0,
+                 cost: float | None = None):
+        super().__init__(message)
+        self.tokens_in, self.tokens_out, self.retries, self.cost = tokens_in, tokens_out, retries, cost
 
 
 @dataclass
@@ -42,8 +48,37 @@ class Sample:
     extra: dict = field(default_factory=dict)
 
 
+# Every edit format a prompt can ask for (evosearch.prompt.EDIT_FORMATS).
+ALL_FORMATS = ("full", "diff", "crossover", "fix")
+
+
 class Sampler(abc.ABC):
+    """What the engine reads of a sampler, besides ``sample``:
+
+    ``name``          recorded per program (the registry's name);
+    ``llm``           a model reads the prompt (False: LLM-free; runs default to ordered commits and
+                      insights are the plain digest);
+    ``edit_formats``  the formats it can answer (others are left out of the mix for it);
+    ``arms``          None, or a bandit's samplers by arm name (``choose``, ``arm_sampler``);
+    ``meter``         None, or the budget meter a resumed run charges with what was spent;
+    ``usage()``       None, or its account: tokens, cost, requests, retries, failures.
+
+    ``from_config(config, **options)`` builds one from the run config (the registry calls it);
+    the default passes only ``options``.
+    """
+
     name: str = ""
+    llm: bool = True
+    edit_formats: tuple[str, ...] = ALL_FORMATS
+    arms: dict | None = None
+    meter = None
+
+    @classmethod
+    def from_config(cls, config, **options) -> "Sampler":
+        return cls(**options)
+
+    def usage(self) -> dict | None:
+        return None
 
     @abc.abstractmethod
     async def sample(self, prompt: Prompt) -> Sample:

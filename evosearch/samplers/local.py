@@ -92,6 +92,11 @@ class LocalSampler(Sampler):
     # benchmarks/sampler_throughput.py); the code-completion forms of the others work.
     edit_formats = ("full", "crossover", "fix")
 
+    @classmethod
+    def from_config(cls, config, **options) -> "LocalSampler":
+        return cls(**{**dict(model_path=config.model, temperature=config.temperature,
+                             max_tokens=config.answer_tokens, seed=config.seed), **options})
+
     def __init__(self, model_path: str | Path | None = None, temperature: float = 0.8, max_tokens: int = 512,
                  n_ctx: int = 4096, threads: int | None = None, seed: int = 0, stop_after_code: bool = True,
                  reuse_prefix: bool = True):

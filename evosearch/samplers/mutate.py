@@ -54,6 +54,7 @@ class MutateSampler(Sampler):
     """Mutates ``prompt.parents[-1]`` (the best parent); deterministic in ``prompt.seed``."""
 
     name = "mutate"
+    llm = False
     edit_formats = ("full",)  # it rewrites functions; the other formats need a model reading the prompt
 
     def __init__(self, max_operators: int = 3):

@@ -94,6 +94,15 @@ class SpareAnswers:
 class OpenAISampler(Sampler):
     name = "openai"
 
+    @classmethod
+    def from_config(cls, config, **options) -> "OpenAISampler":
+        c = config
+        return cls(**{**dict(base_url=c.base_url, model=c.model, api_key_env=c.api_key_env,
+                             temperature=c.temperature, answer_tokens=c.answer_tokens, top_p=c.top_p,
+                             timeout_s=c.request_timeout_s, max_retries=c.retries,
+                             concurrency=c.request_concurrency or c.concurrency, n=c.n_per_request,
+                             max_cost=c.max_cost, max_run_tokens=c.max_tokens, prices=c.prices), **options})
+
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", temperature: float = 0.8,
                  answer_tokens: int = 1024, top_p: float | None = None, timeout_s: float = 60, max_retries: int = 3,
                  concurrency: int = 8, n: int = 1, fold_system: bool = False, mode: str = "chat",
@@ -203,7 +212,7 @@ class OpenAISampler(Sampler):
             text = f"{self.base_url}: bad answer: {type(e).__name__}: {_one_line(e)}"
         if attempts and len(attempts) > 1:
             text += f" ({len(attempts)} attempts: {', '.join(a or 'no answer' for a in attempts)})"
-        return SamplerError(text)
+        return SamplerError(text, retries=max(0, len(attempts or ()) - 1))
 
     def messages(self, prompt: Prompt) -> list[dict[str, str]]:
         if self.fold_system:
@@ -276,7 +285,8 @@ class OpenAISampler(Sampler):
             choices = getattr(response, "choices", None)
             if not choices:
                 self.stats["failures"] += 1
-                raise SamplerError(f"{self.base_url}: the answer has no choices")
+                raise SamplerError(f"{self.base_url}: the answer has no choices", tokens_in=tokens_in,
+                                   tokens_out=tokens_out, retries=len(attempts) - 1, cost=cost)
             if n > 1 and self.n_honoured is None:
                 self.n_honoured = len(choices) >= n
                 if not self.n_honoured:

@@ -74,6 +74,13 @@ def samples_from_output(output, *, model: str, mode: str, header: str, seconds: 
 class VLLMSampler(Sampler):
     name = "vllm"
 
+    @classmethod
+    def from_config(cls, config, **options) -> "VLLMSampler":
+        c = config
+        return cls(**{**dict(model=c.model, temperature=c.temperature, answer_tokens=c.answer_tokens, top_p=c.top_p,
+                             n=c.n_per_request, max_cost=c.max_cost, max_run_tokens=c.max_tokens, prices=c.prices,
+                             seed=c.seed), **c.vllm_options, **options})
+
     def __init__(self, model: str, temperature: float = 0.8, answer_tokens: int = 512, top_p: float | None = None,
                  n: int = 1, mode: str = "chat", fold_system: bool = False, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.85, max_model_len: int | None = None, seed: int = 0,
