@@ -153,3 +153,17 @@ def test_sigkill_mid_tuning_then_resume_loses_and_repeats_no_evaluation(problem,
     assert [tuple(after[i][k] for k in KEY) for i in sorted(after)] == [tuple(r[k] for k in KEY) for r in reference]
     trial_codes = [(r["parents"], r["code"]) for r in after.values() if r["sampler"] == "tune"]
     assert len(trial_codes) == len(set(trial_codes))
+
+
+def test_tuning_in_async_commit_mode(problem, tmp_path):
+    """Async commits (the LLM samplers' default): trials are planned, answered and committed as there."""
+    out = tmp_path / "async"
+    evosearch("run", str(problem), "--out", str(out), "--commit-mode", "async", *ARGS)
+    recorded = rows(out)
+    trials = [r for r in recorded if r["sampler"] == "tune"]
+    assert trials and all(r["commit_seq"] is not None for r in recorded)
+    assert sum(r["sampler"] == "mutate" for r in recorded) == 40  # --samples counts sampler calls only
+    per_elite: dict[str, int] = {}
+    for r in trials:
+        per_elite[r["parents"]] = per_elite.get(r["parents"], 0) + 1
+    assert all(n <= TUNE_EVALS for n in per_elite.values())
