@@ -28,7 +28,7 @@ class Progress:
         self.last = now
         rate = (self.seen + self.trials) / max(now - self.start, 1e-9)
         cells = sum(s["elites"] for s in archipelago.stats())
-        tuned = f" + {self.trials} tuning" if self.trials else ""
+        tuned = f" ({self.trials} tuning)" if self.trials else ""
         line = (f"samples {self.seen}/{self.total}  valid {100 * self.valid / max(self.seen, 1):.0f}%  "
                 f"evals {self.seen + self.trials}{tuned}  best {best:.6g}  elites {cells}  {rate:.2f} evals/s")
         if self.tty:
