@@ -1,13 +1,14 @@
-"""Search-quality ablation on FunSearch's bin packing (Weibull), LLM-free ``mutate`` sampler.
+"""Search-quality ablation, LLM-free ``mutate`` sampler: FunSearch's bin packing (Weibull) or TSP.
 
     python benchmarks/search_ablation.py [--samples 300] [--seeds 0 1 2 3 4] [--arms default funsearch eps random]
-        [--problem-options '{train_instances: 2, train_items: 500}'] [--out runs/ablation] [--json ablation.json]
+        [--problem bin_packing|tsp] [--problem-options '{train_instances: 2, train_items: 500}']
+        [--data-dir ../shared/data] [--tune-evals 16] [--curve] [--out runs/ablation] [--json ablation.json]
 
 Each (arm, seed) is one real run through the CLI (``python -m evosearch run``: real
 sandbox workers, real store), with the same sample budget. Arms:
 
 * ``default``   the default configuration: 4 MAP-Elites islands (GridArchive over
-                full_bins x size), uniform parent selection, ring migration.
+                full_bins x size), ``exploit`` parent selection (share 0.5), ring migration.
 * ``funsearch`` FunSearch-style islands without a grid: 4 islands of score clusters
                 (``--archive clusters``), Boltzmann selection over clusters, resets of
                 the weaker half every samples/4 results, no migration (FunSearch has none).
@@ -15,18 +16,29 @@ sandbox workers, real store), with the same sample budget. Arms:
                 parent, always the current best.
 * ``random``    random mutation of the seed: one parent, always the seed program.
 * ``grid_boltzmann``, ``grid_dgm`` (extra, ``--arms``): the default islands with
-                FunSearch's or the DGM's parent selection instead of uniform.
+                FunSearch's or the DGM's parent selection instead of exploit.
+* ``uniform``   the default islands with MAP-Elites' uniform selection (the default
+                before ``exploit``); ``exploit30``/``exploit50``/``exploit80``: the
+                ``exploit`` selection with that share of exploiting prompts.
+* ``<arm>+tune`` any arm with constant tuning (``--tune-evals`` CMA-ES trials per new best).
+
+Samples (sampler calls) and evaluations (tuning trials included) are reported apart, so
+arms compare at equal sample budget (the runs) and at equal evaluation budget (the curve's
+x axis can be either). ``--curve`` adds, per run, the held-out excess (bin packing:
+``excess_pct``; tsp: ``gap_pct``) of the best-so-far program (by training score) after
+each checkpoint of samples, evaluated in the sandbox like the final report.
 
 Reported per arm over the seeds: median and spread (min..max) of the best program's
 held-out (test split) score, of its gain over the seed program on the same held-out
 instances (each seed draws its own instances), and of the QD score of everything the run found: every
 ok program of the run inserted into one fresh GridArchive over the engine's axes
 (full_bins x size, 10 x 10), offset by the worst possible training score (one bin per
-item), so arms with and without a grid are measured alike.
+item; tsp: a gap of 1000%), so arms with and without a grid are measured alike.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sqlite3
@@ -51,8 +63,23 @@ ARMS = {
     # Extra arms (not in the default list): the grid with score-aware parent selection.
     "grid_boltzmann": ["--selection", "boltzmann"],
     "grid_dgm": ["--selection", "dgm"],
+    "uniform": ["--selection", "uniform"],
+    "exploit30": ["--selection", "exploit", "--exploit-share", "0.3"],
+    "exploit50": ["--selection", "exploit", "--exploit-share", "0.5"],
+    "exploit80": ["--selection", "exploit", "--exploit-share", "0.8"],
 }
 DEFAULT_ARMS = ["default", "funsearch", "eps", "random"]
+TUNE = "+tune"  # suffix: the arm with constant tuning
+CURVE_METRIC = {"bin_packing": "excess_pct", "tsp": "gap_pct"}
+CHECKPOINTS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
+
+
+def arm_args(arm: str, args) -> list[str]:
+    base, tuned = (arm[:-len(TUNE)], True) if arm.endswith(TUNE) else (arm, False)
+    if base not in ARMS:
+        raise SystemExit(f"unknown arm {arm!r} (known: {', '.join(ARMS)}, each also with {TUNE})")
+    extra = [a.format(reset=max(1, args.samples // 4)) for a in ARMS[base]]
+    return extra + ["--tune-evals", str(args.tune_evals if tuned else 0)]
 
 
 def qd_score(db: Path, axes, offset: float) -> tuple[float, int]:
@@ -71,15 +98,15 @@ def qd_score(db: Path, axes, offset: float) -> tuple[float, int]:
 
 def run_one(arm: str, seed: int, args, out: Path) -> dict:
     from evosearch.engine import SIZE
-    from problems.bin_packing.problem import BinPacking
+    from evosearch.problem import load_problem
 
     run_dir = out / f"{arm}-s{seed}"
     if (run_dir / "summary.json").is_file():  # done in an earlier invocation: reuse
         summary = json.loads((run_dir / "summary.json").read_text())
         wall = summary.get("ablation_wall_s")
     else:
-        extra = [a.format(reset=max(1, args.samples // 4)) for a in ARMS[arm]]
-        cmd = [sys.executable, "-m", "evosearch", "run", "bin_packing", "--sampler", "mutate",
+        extra = arm_args(arm, args) + (["--data-dir", args.data_dir] if args.data_dir else [])
+        cmd = [sys.executable, "-m", "evosearch", "run", args.problem, "--sampler", "mutate",
                "--samples", str(args.samples), "--seed", str(seed), "--workers", str(args.workers),
                "--problem-options", args.problem_options, "--out", str(run_dir), "--quiet", *extra]
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -91,14 +118,88 @@ def run_one(arm: str, seed: int, args, out: Path) -> dict:
         summary = json.loads((run_dir / "summary.json").read_text())
         summary["ablation_wall_s"] = wall
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    axes = (*BinPacking.descriptors, SIZE)
-    # Offset: the worst possible training score, one bin per item, so every filled cell adds.
-    train_items = (yaml.safe_load(args.problem_options) or {}).get("train_items", 1000)
-    qd, cells = qd_score(run_dir / "evosearch.db", axes, offset=-float(train_items))
-    return {"arm": arm, "seed": seed, "samples": args.samples, "best_test": summary["best"]["test"],
-            "seed_test": summary["seed"]["test"], "best_train": summary["best"]["train"], "qd_score": qd,
-            "cells": cells, "archipelago_qd": sum(s["qd_score"] for s in summary["islands"]["final"]),
-            "outcomes": summary["outcomes"], "wall_s": wall}
+    if summary["best"]["test"] is None and summary["best"].get("test_status") == "timeout":
+        # The run's held-out report hit the problem's deadline (a loaded machine): measure it again here.
+        code = sqlite3.connect(run_dir / "evosearch.db").execute(
+            "SELECT code FROM programs WHERE id = ?", (summary["best"]["id"],)).fetchone()[0]
+        again = held_out(args, seed, [code])[0]
+        summary["best"].update(test=again.score, test_metrics=again.metrics, test_status=None if again.ok
+                               else again.status, test_remeasured=True)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    problem_cls = type(load_problem(args.problem))
+    axes = (*problem_cls.descriptors, SIZE)
+    if args.problem == "bin_packing":
+        # Offset: the worst possible training score, one bin per item, so every filled cell adds.
+        offset = -float((yaml.safe_load(args.problem_options) or {}).get("train_items", 1000))
+    else:  # tsp, minus gap %: a gap of 1000%, worse than random tours at these sizes (~450% at 60 cities)
+        offset = -1000.0
+    qd, cells = qd_score(run_dir / "evosearch.db", axes, offset=offset)
+    metric = CURVE_METRIC.get(args.problem)
+    row = {"arm": arm, "seed": seed, "samples": summary["samples"], "evaluations": summary.get("evaluations"),
+           "tuning": summary.get("tuning"), "best_test": summary["best"]["test"],
+           "seed_test": summary["seed"]["test"], "best_train": summary["best"]["train"],
+           "best_test_metric": (summary["best"].get("test_metrics") or {}).get(metric),
+           "seed_test_metric": (summary["seed"].get("test_metrics") or {}).get(metric), "qd_score": qd,
+           "cells": cells, "archipelago_qd": sum(s["qd_score"] for s in summary["islands"]["final"]),
+           "outcomes": summary["outcomes"], "wall_s": wall}
+    if args.curve and metric:
+        row["curve"] = curve(run_dir, args, seed, metric)
+    return row
+
+
+def best_so_far(db: Path, checkpoints) -> list[dict]:
+    """At each checkpoint of samples (tuning trials not counted): the best program by training score
+    among the results committed so far, with the samples and evaluations spent."""
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT id, sampler, status, score, code FROM programs ORDER BY id").fetchall()
+    con.close()
+    out, best, samples, evals = [], None, 0, 0
+    marks = list(checkpoints)
+    for pid, sampler, status, score, code in rows:
+        if pid > 0:
+            samples += sampler != "tune"
+            evals += code is not None
+        if status == "ok" and (best is None or score > best[1]):
+            best = (pid, score, code)
+        if marks and samples == marks[0] and pid > 0:
+            out.append({"samples": samples, "evaluations": evals, "id": best[0], "train": best[1], "code": best[2]})
+            marks.pop(0)
+    return out
+
+
+HELD_OUT_TIMEOUT_S = 600  # a generous deadline: the benchmark's own held-out runs are trusted seeds' programs
+
+
+def held_out(args, seed: int, codes: list[str]) -> list:
+    """Held-out evaluations (``Evaluation``) of programs, in the sandbox, one at a time."""
+    from evaluators.evaluator import Evaluator
+    from evaluators.pool import WorkerPool
+    from evosearch.problem import load_problem
+
+    async def evaluate():
+        problem = load_problem(args.problem)
+        options = yaml.safe_load(args.problem_options) or {}
+        async with WorkerPool(problem.folder, args.data_dir, seed, options, workers=1) as pool:
+            evaluator = Evaluator(pool, timeout_s=HELD_OUT_TIMEOUT_S)
+            return [await evaluator.evaluate_split(code, "test") for code in codes]
+
+    return asyncio.run(evaluate())
+
+
+def curve(run_dir: Path, args, seed: int, metric: str) -> list[dict]:
+    """Held-out ``metric`` of the best-so-far program at each checkpoint, evaluated in the sandbox
+    (cached in the run folder as curve.json)."""
+    cached = run_dir / "curve.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    points = best_so_far(run_dir / "evosearch.db", [c for c in CHECKPOINTS if c <= args.samples])
+    distinct = list({p["id"]: p["code"] for p in points}.items())
+    results = dict(zip([pid for pid, _ in distinct], held_out(args, seed, [code for _, code in distinct])))
+    for p in points:
+        p["held_out"] = results[p["id"]].metrics.get(metric)
+        del p["code"]
+    cached.write_text(json.dumps(points))
+    return points
 
 
 def spread(values: list[float]) -> str:
@@ -109,7 +210,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=300, help="sample budget per run (the seed program excluded)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, choices=list(ARMS))
+    ap.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, help=f"arms ({', '.join(ARMS)}; each also +tune)")
+    ap.add_argument("--problem", default="bin_packing", choices=sorted(CURVE_METRIC))
+    ap.add_argument("--data-dir", default=None, help="public benchmark data (bin packing's held-out: Weibull 5k)")
+    ap.add_argument("--tune-evals", type=int, default=16, help="CMA-ES trials per tuning in +tune arms")
+    ap.add_argument("--curve", action="store_true", help="held-out excess of the best-so-far at checkpoints")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--problem-options", default="{train_instances: 2, train_items: 500}",
                     help="bin packing options (smaller training set: the ablation fits a 2-core machine)")
@@ -124,11 +229,13 @@ def main() -> None:
             r = run_one(arm, seed, args, out)
             rows.append(r)
             print(f"{arm:10} seed {seed}: best test {r['best_test']:.4f} (seed {r['seed_test']:.4f})  "
-                  f"QD {r['qd_score']:.3f} over {r['cells']} cells  {r['wall_s'] or 0:.0f}s", flush=True)
-    print(f"\nbin packing (Weibull), mutate sampler, {args.samples} samples per run, seeds {args.seeds}, "
-          f"problem options {args.problem_options}")
+                  f"held-out {r['best_test_metric']}  QD {r['qd_score']:.3f} over {r['cells']} cells  "
+                  f"{r['samples']} samples, {r['evaluations']} evaluations  {r['wall_s'] or 0:.0f}s", flush=True)
+    print(f"\n{args.problem}, mutate sampler, {args.samples} samples per run, seeds {args.seeds}, "
+          f"problem options {args.problem_options}, data dir {args.data_dir}")
     print(f"{'arm':15} {'best held-out score: median [min .. max]':>44} {'held-out gain over the seed':>38}"
-          f" {'QD score: median [min .. max]':>42} {'wins vs eps':>12} {'vs random':>10}")
+          f" {'QD score: median [min .. max]':>42} {'wins vs eps':>12} {'vs random':>10}"
+          f" {'held-out ' + str(CURVE_METRIC.get(args.problem)):>30} {'evaluations':>12}")
     summary = {}
     by = {arm: {r["seed"]: r for r in rows if r["arm"] == arm} for arm in args.arms}
     for arm in args.arms:
@@ -139,14 +246,33 @@ def main() -> None:
         for other in ("eps", "random"):
             paired = [s for s in by[arm] if s in by.get(other, {})]  # wins: strictly better held-out score
             wins[other] = f"{sum(by[arm][s]['best_test'] > by[other][s]['best_test'] for s in paired)}/{len(paired)}"
-        summary[arm] = {"best_test_median": statistics.median(tests), "best_test_min": min(tests),
+        metrics = [r["best_test_metric"] for r in by[arm].values() if r["best_test_metric"] is not None]
+        evals = [r["evaluations"] or 0 for r in by[arm].values()]
+        summary[arm] = {"held_out_metric_median": statistics.median(metrics) if metrics else None,
+                        "held_out_metric_min": min(metrics, default=None),
+                        "held_out_metric_max": max(metrics, default=None),
+                        "samples_median": statistics.median(r["samples"] for r in by[arm].values()),
+                        "evaluations_median": statistics.median(evals),
+                        "best_test_median": statistics.median(tests), "best_test_min": min(tests),
                         "best_test_max": max(tests), "gain_median": statistics.median(gains),
                         "gain_min": min(gains), "gain_max": max(gains), "qd_median": statistics.median(qds), "qd_min": min(qds),
                         "qd_max": max(qds), "wins_vs_eps": wins["eps"], "wins_vs_random": wins["random"]}
         print(f"{arm:15} {spread(tests):>44} {spread(gains):>38} {spread(qds):>42} {wins['eps']:>12}"
-              f" {wins['random']:>10}")
+              f" {wins['random']:>10} {spread(metrics) if metrics else '-':>30} {statistics.median(evals):>12.0f}")
+    if args.curve:
+        print(f"\nbest-so-far held-out {CURVE_METRIC[args.problem]} (median over seeds) against samples")
+        marks = sorted({p["samples"] for r in rows for p in r.get("curve", [])})
+        print(f"{'arm':15}" + "".join(f"{m:>9}" for m in marks))
+        for arm in args.arms:
+            cells = []
+            for m in marks:
+                vals = [p["held_out"] for r in by[arm].values() for p in r.get("curve", [])
+                        if p["samples"] == m and p["held_out"] is not None]
+                cells.append(f"{statistics.median(vals):9.3f}" if vals else f"{'-':>9}")
+            print(f"{arm:15}" + "".join(cells))
     path = Path(args.json) if args.json else out / "ablation.json"
-    path.write_text(json.dumps({"benchmark": "search_ablation", "samples": args.samples, "seeds": args.seeds,
+    path.write_text(json.dumps({"benchmark": "search_ablation", "problem": args.problem, "samples": args.samples,
+                                "seeds": args.seeds, "tune_evals": args.tune_evals, "data_dir": args.data_dir,
                                 "problem_options": args.problem_options, "command": " ".join(sys.argv),
                                 "rows": rows, "summary": summary}, indent=2))
 

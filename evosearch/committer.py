@@ -20,6 +20,7 @@ import numpy as np
 from .problem import Descriptor
 from .samplers.bandit import reward
 from .store import REPAIRABLE, Outcome
+from .tuning import NAME as TUNE
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -99,7 +100,7 @@ class Committer:
             if self.pending and seq % SETTLE_EVERY == 0:
                 self.settle()
         self.seq = seq + 1
-        if self.bandit:
+        if self.bandit and row["sampler"] != TUNE:  # a tuning trial is no arm's pull
             parents = [self.score(p) for p in row["parents"]]
             self.rewards.append((row["sampler"], reward(row["score"] if ok else None, parents)))
         if row["status"] in REPAIRABLE and row["island"] is not None and row["reason"] is not None:

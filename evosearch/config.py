@@ -74,11 +74,15 @@ class RunConfig:
     reset_interval: int = knob(0, "FunSearch reset of the weaker half of islands every N results (0: never)", minimum=0)
     migration_topology: str = knob("ring", "where migrants go: ring (to the next island) or random (to a random other "
                                            "island)", choices=("ring", "random"))
-    selection: str = knob("uniform", "parent selection: uniform (over occupied cells, MAP-Elites), boltzmann "
+    selection: str = knob("exploit", "parent selection: uniform (over occupied cells, MAP-Elites), boltzmann "
                                      "(FunSearch: softmax over score clusters, decaying temperature), dgm (Darwin "
                                      "Godel Machine: sigmoid of score / (1 + children)), best ((1+1)-EPS hill "
-                                     "climbing), seed (always the seed program: random mutation baseline)",
-                          choices=("uniform", "boltzmann", "dgm", "best", "seed"))
+                                     "climbing), exploit (the archipelago's best parents on --exploit-share of prompts, the "
+                                     "island's uniform cells on the rest), seed (always the seed program: random mutation baseline)",
+                          choices=("uniform", "boltzmann", "dgm", "best", "exploit", "seed"))
+    exploit_share: float = knob(0.5, "--selection exploit: share of prompts showing the archipelago's best parents (the rest "
+                                   "draw uniform cells of their island)",
+                                minimum=0)
     archive: str = knob("grid", "island archive: grid (pyribs GridArchive over the descriptors), cvt (pyribs "
                                 "CVTArchive, --cvt-cells centroids) or clusters (FunSearch-style: no grid, one "
                                 "cluster per score)", choices=tuple(ARCHIVES))
@@ -86,6 +90,9 @@ class RunConfig:
     cluster_temperature: float = knob(0.1, "FunSearch's T0 for --selection boltzmann (T = T0 (1 - (n mod N) / N))",
                                       minimum=0.0001)
     cluster_temperature_period: int = knob(30000, "FunSearch's N for --selection boltzmann", minimum=1)
+    tune_evals: int = knob(0, "constant tuning: each new best of the run (from a sample, not a tuning) gets this many "
+                              "CMA-ES trials of its numeric literals, each evaluated and recorded like a sample but "
+                              "outside --samples, which counts sampler calls only (0: off)", minimum=0)
     inspirations: int = knob(0, "extra elites from other cells shown in each prompt as inspirations", minimum=0)
     runtime_descriptor: bool = knob(False, "add measured evaluation time (log10 seconds) as a behaviour axis; "
                                            "wall-clock, so runs stop being exactly repeatable")
@@ -138,6 +145,8 @@ class RunConfig:
             if choices and value is not None and value not in choices:
                 raise ConfigError(f"config '{f.name}' must be one of {', '.join(choices)}, got '{value}'")
             setattr(self, f.name, value)
+        if self.exploit_share > 1:
+            raise ConfigError(f"config 'exploit_share' must be at most 1, got {self.exploit_share}")
         _check_sampler("sampler", self.sampler)
         if not self.problem:
             raise ConfigError("no problem given (evosearch run PROBLEM; see `evosearch problems`)")

@@ -17,6 +17,8 @@ commits in that order, so a resumed run rebuilds exactly the islands it had.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import sys
 from collections.abc import Callable
 
@@ -29,6 +31,7 @@ from .program import evolvable_functions
 from .samplers.base import Sampler
 from .samplers.budget import BudgetExhausted
 from .store import Outcome, Store
+from .tuning import NAME as TUNE, TuningOperator
 
 COMMIT_MODES = ("ordered", "async")
 
@@ -44,7 +47,8 @@ def axes(problem: Problem, config: RunConfig | None = None) -> tuple:
 def island_kwargs(config: RunConfig) -> dict:
     """What every island is built with (islands.archipelago.new_island's options)."""
     return {"archive": config.archive, "cvt_cells": config.cvt_cells,
-            "temperature0": config.cluster_temperature, "temperature_period": config.cluster_temperature_period}
+            "temperature0": config.cluster_temperature, "temperature_period": config.cluster_temperature_period,
+            "exploit_share": config.exploit_share}
 
 
 def commit_mode(config: RunConfig, sampler: Sampler | None) -> str:
@@ -69,6 +73,8 @@ class Engine:
                                             topology=c.migration_topology, selection=c.selection,
                                             island_kwargs=island_kwargs(c))
         functions = list(evolvable_functions(problem.skeleton))
+        if c.tune_evals:  # constant tuning (evosearch/tuning.py): an operator asked before the sampler
+            operators = [*(operators or []), TuningOperator(store, c.seed, c.tune_evals)]
         self.committer = Committer(c, store, self.archipelago, axes(problem, c), progress, operators,
                                    qd_every=max(1, c.samples // 50),
                                    bandit=sampler is not None and sampler.arms is not None)
@@ -76,6 +82,7 @@ class Engine:
         self.pipeline = Pipeline(c, problem, store, evaluator, functions)
         self.stop_reason: str | None = None  # why the run ended before --samples (the budget)
         self._pending: list[int] = []  # asked before a restart, not finished
+        self._sampled = 0  # samples started (tuning trials not counted), counted from the store at start
 
     # what launch and reports read
     best = property(lambda self: self.committer.best)
@@ -132,7 +139,12 @@ class Engine:
     def _start(self, i: int) -> asyncio.Task:
         row = self.store.get(i)
         ask = self.planner.ask(i) if row is None else None
+        # --samples counts sampler calls; an operator's trials (constant tuning) come on top of it.
+        self._sampled += (ask.sampler if ask is not None else row["sampler"]) != TUNE
         return asyncio.create_task(self._sample(i, ask, row))
+
+    def _samples_left(self) -> bool:
+        return self._sampled < self.config.samples
 
     def _budget_out(self, i: int, e: BudgetExhausted) -> None:
         # No request fits the run budget (--max-cost, --max-tokens): plan nothing more. The sample stays
@@ -142,23 +154,26 @@ class Engine:
             print(f"\nstopping after sample {i - 1}: {e}", file=sys.stderr)
 
     async def _ordered(self) -> None:
-        end = 1 + self.config.samples  # id 0 is the seed program
+        end = math.inf  # the first id not to start: set when the run budget runs out
         in_flight: dict[int, asyncio.Task] = {}
         finished: dict[int, dict] = {}
         launch = self.committer.seq
+        self._sampled = self.store.count("id > 0 AND id < ? AND sampler != ?", (launch, TUNE))
 
         def launch_allowed() -> None:
             # Called after every single commit, and the prompt is planned here rather than when the task
             # first runs: so sample i's prompt sees exactly the results up to i - concurrency, however
             # results bunch up (the same state under any timing, backend or resume).
             nonlocal launch
-            while launch < end and launch < self.committer.seq + self.config.concurrency:
+            while launch < end and self._samples_left() and launch < self.committer.seq + self.config.concurrency:
                 in_flight[launch] = self._start(launch)
                 launch += 1
 
         try:
-            while self.committer.seq < end:
+            while True:
                 launch_allowed()
+                if not in_flight or self.committer.seq >= end:
+                    break
                 done, _ = await asyncio.wait(in_flight.values(), return_when=asyncio.FIRST_COMPLETED)
                 for i in [i for i, task in in_flight.items() if task in done]:
                     try:
@@ -170,7 +185,7 @@ class Engine:
                     if row["id"] != self.committer.seq and "verdict" in row:  # it waits for its turn: record it now
                         self.store.evaluated(row["id"], **row.pop("verdict"))
                     finished[row["id"]] = row
-                while self.committer.seq in finished:
+                while self.committer.seq in finished and self.committer.seq < end:
                     self.committer.commit(finished.pop(self.committer.seq))
                     launch_allowed()
             if self.stop_reason is not None:  # requests in flight past the end are paid for: let them land
@@ -181,16 +196,17 @@ class Engine:
             await _cancel(in_flight.values())
 
     async def _async(self) -> None:
-        end = 1 + self.config.samples
-        todo = iter([*(i for i in self._pending if i < end), *range(self.store.next_id(), end)])
+        first_new = self.store.next_id()
+        # Pending rows come first: they count against --samples (tuning trials excepted) like the rows before.
+        self._sampled = self.store.count("id > 0 AND id < ? AND sampler != ?", (first_new, TUNE)) - \
+            sum(self.store.get(i)["sampler"] != TUNE for i in self._pending)
+        todo = itertools.chain(self._pending, itertools.count(first_new))
         in_flight: dict[asyncio.Task, int] = {}
         stopped = False
 
         def fill() -> None:
-            while not stopped and len(in_flight) < self.config.concurrency:
-                i = next(todo, None)
-                if i is None:
-                    return
+            while not stopped and len(in_flight) < self.config.concurrency and self._samples_left():
+                i = next(todo)
                 in_flight[self._start(i)] = i
 
         try:

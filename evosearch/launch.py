@@ -19,6 +19,7 @@ from .backend import build_sampler  # noqa: F401  (the run's sampler, as run_sea
 from .config import RunConfig
 from .problem import Problem
 from .store import Store, StoreError
+from .tuning import NAME as TUNE
 
 
 # Written beside the islands' QD scores in summary.json, which are meaningless without it.
@@ -176,7 +177,13 @@ def write_island_outputs(engine, run_dir: Path) -> dict:
 async def report(problem: Problem, store: Store, evaluator, best_id: int, test_timeout_s: float | None = None) -> dict:
     """The best program against the seed, on training and held-out instances."""
     counts = store.status_counts("id > 0")  # the seed program is not a sample
-    out = {"problem": problem.name, "samples": sum(counts.values()), "outcomes": counts}
+    # Samples are sampler calls (an LLM's, or mutate's); evaluations are programs that reached the evaluator,
+    # tuning trials included: runs compare at equal LLM budget or at equal evaluation budget.
+    trials = store.count("sampler = ?", (TUNE,))
+    out = {"problem": problem.name, "samples": sum(counts.values()) - trials, "outcomes": counts,
+           "evaluations": store.count("id > 0 AND code IS NOT NULL AND status != 'pending'"),
+           "tuning": {"trials": trials, "tunings": store.db.execute(
+               "SELECT COUNT(DISTINCT parents) FROM programs WHERE sampler = ?", (TUNE,)).fetchone()[0]}}
     for name, pid in (("seed", 0), ("best", best_id)):
         row = store.get(pid)
         held_out = await evaluator.evaluate_split(row["code"], "test", timeout_s=test_timeout_s)
@@ -194,8 +201,10 @@ def format_summary(summary: dict, run_dir: Path) -> str:
         return "  ".join(f"{k} {v:.4g}" for k, v in (m or {}).items())
 
     s, b = summary["seed"], summary["best"]
-    lines = [f"run {run_dir}: {summary['samples']} samples, outcomes "
-             + ", ".join(f"{k} {v}" for k, v in sorted(summary["outcomes"].items()))]
+    tuning = summary.get("tuning") or {}
+    tuned = f" ({tuning['trials']} tuning trials of {tuning['tunings']} elites)" if tuning.get("trials") else ""
+    lines = [f"run {run_dir}: {summary['samples']} samples, {summary.get('evaluations', '?')} evaluations{tuned}, "
+             "outcomes " + ", ".join(f"{k} {v}" for k, v in sorted(summary["outcomes"].items()))]
     for split in ("train", "test"):
         if s[split] is None or b[split] is None:
             status = b.get("test_status") or s.get("test_status")

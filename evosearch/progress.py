@@ -141,7 +141,7 @@ class Progress:
         self.stream = stream or (self.terminal.stream if self.terminal else sys.stderr)
         self.tty = _isatty(self.stream)
         self.start, self.start_wall = time.monotonic(), time.time()
-        self.seen = self.valid = 0
+        self.seen = self.valid = self.trials = 0  # samples (sampler calls), ok ones, tuning trials
         self.tokens = 0
         self.cost: float | None = None
         self.best: float | None = None
@@ -163,6 +163,10 @@ class Progress:
         if row["id"] == 0:
             return  # the seed program is not a sample
         now = time.monotonic()
+        if row.get("sampler") == "tune":  # an evaluation without a sample (evosearch/tuning.py)
+            self.trials += 1
+            self.best = best
+            return
         self.seen += 1
         self.valid += row["status"] == "ok"
         self.tokens += (row.get("tokens_in") or 0) + (row.get("tokens_out") or 0)
@@ -214,6 +218,8 @@ class Progress:
             parts.append(f"best {self.best:.6g}")
         if self.seen:
             parts.append(f"valid {100 * self.valid / self.seen:.0f}%")
+        if self.trials:
+            parts.append(f"evals {self.seen + self.trials} ({self.trials} tuning)")
         if self.tokens:
             parts.append(f"{_count(self.tokens)} tok")
         if self.cost is not None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from islands.archives import island_class
 from islands.island import ArchiveResult, Elite, Island
+from islands.selection import EXPLOIT_SHARE
 
 if TYPE_CHECKING:
     from evosearch.problem import Descriptor
@@ -52,7 +53,11 @@ class Archipelago:
     island (the Ray backend passes one that puts it in an actor); ``island_kwargs``
     are e.g. ``archive``, ``cvt_cells``, ``temperature0``, ``temperature_period``.
     ``selection`` is the default parent-selection strategy: "uniform", "boltzmann",
-    "dgm", "best", or "seed" (always the founder given to ``add_everywhere``).
+    "dgm", "best", "exploit", or "seed" (always the founder given to ``add_everywhere``).
+    "exploit" works across islands: on a share of prompts (``island_kwargs["exploit_share"]``)
+    the parents are the best elites of the whole archipelago, on the others uniform cells of
+    the prompt's own island. So the best lineage is climbed with the whole budget, as by
+    (1+1)-EPS, while every island keeps filling its cells as in MAP-Elites.
     """
 
     def __init__(self, n_islands: int, descriptors: Sequence[Descriptor], migration_interval: int = 0,
@@ -71,6 +76,7 @@ class Archipelago:
         self.reset_interval = int(reset_interval)
         self.topology = topology
         self.selection = selection
+        self.exploit_share = float((island_kwargs or {}).get("exploit_share", EXPLOIT_SHARE))
         self.founder: Elite | None = None
         # ``make_island`` lets the Ray backend put each island in an actor (islands/actor.py).
         self.islands: list[Island] = [make_island(self.descriptors, qd_score_offset, **(island_kwargs or {}))
@@ -119,7 +125,26 @@ class Archipelago:
             if k < 0:
                 raise ValueError(f"k must be >= 0, got {k}")
             return [] if self.founder is None else [self.founder] * k
+        if strategy == "exploit":
+            draw = _child(rng)
+            if draw.random() < self.exploit_share:
+                return self.top(k)
+            return self._island(island).select_parents(draw, k, "uniform")
         return self._island(island).select_parents(_child(rng), k, strategy)
+
+    def top(self, k: int) -> list[Elite]:
+        """The k best distinct elites of all islands (repeating the best past their number), sorted by
+        score ascending. Ties: lower island, then cell order."""
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        found: dict[int, Elite] = {}
+        for isl in self.islands:
+            for e in _top(isl, k):
+                found.setdefault(e.program_id, e)
+        best = sorted(found.values(), key=lambda e: -e.score)[:k]  # stable: first found wins ties
+        if best:
+            best += [best[0]] * (k - len(best))
+        return sorted(best, key=lambda e: e.score)
 
     def record_child(self, island: int, parent_ids: Sequence[int]) -> None:
         """One more child (any outcome) of each parent, counted on the island it was drawn from (DGM)."""

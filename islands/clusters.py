@@ -25,10 +25,11 @@ class ClusterIsland:
     def __init__(self, descriptors: Sequence, qd_score_offset: float | None = None, *, max_clusters: int = 256,
                  cluster_cap: int = 4, temperature0: float = selection.TEMPERATURE0,
                  temperature_period: int = selection.TEMPERATURE_PERIOD, dgm_lambda: float = selection.DGM_LAMBDA,
-                 **_grid_options):
+                 exploit_share: float = selection.EXPLOIT_SHARE, **_grid_options):
         self.descriptors = tuple(descriptors)
         self.max_clusters, self.cluster_cap = int(max_clusters), int(cluster_cap)
         self.temperature0, self.temperature_period, self.dgm_lambda = temperature0, int(temperature_period), dgm_lambda
+        self.exploit_share = float(exploit_share)
         self._size_axis = next((i for i, d in enumerate(self.descriptors) if d.name == "size"), None)
         self._offset = qd_score_offset
         self._clusters: dict[float, list[Elite]] = {}  # signature -> members, shortest first
@@ -102,6 +103,8 @@ class ClusterIsland:
             picks = selection.dgm(rng, scores, [self.children(e.program_id) for e in pool], k, self.dgm_lambda)
         elif strategy == "best":
             picks = selection.best(scores, k)
+        elif strategy == "exploit":
+            picks = selection.exploit(rng, scores, k, self.exploit_share)
         else:
             raise ValueError(f"strategy must be one of {', '.join(selection.STRATEGIES)}, got {strategy!r}")
         return sorted((pool[p] for p in picks), key=lambda e: e.score)

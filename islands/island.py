@@ -104,7 +104,8 @@ class Island:
 
     def __init__(self, descriptors: Sequence[Descriptor], qd_score_offset: float | None = None, *,
                  archive: str = "grid", cvt_cells: int = 64, temperature0: float = selection.TEMPERATURE0,
-                 temperature_period: int = selection.TEMPERATURE_PERIOD, dgm_lambda: float = selection.DGM_LAMBDA):
+                 temperature_period: int = selection.TEMPERATURE_PERIOD, dgm_lambda: float = selection.DGM_LAMBDA,
+                 exploit_share: float = selection.EXPLOIT_SHARE):
         self.descriptors = tuple(descriptors)
         if archive not in ARCHIVES:
             raise ValueError(f"archive must be one of {', '.join(ARCHIVES)}, got {archive!r}")
@@ -123,7 +124,10 @@ class Island:
             raise ValueError(f"cvt_cells must be a positive integer, got {cvt_cells}")
         self.kind = ("categorical" if self.descriptors and all(isinstance(d, Categorical) for d in self.descriptors)
                      else archive)
+        if not 0.0 <= exploit_share <= 1.0:
+            raise ValueError(f"exploit_share must be in [0, 1], got {exploit_share}")
         self.temperature0, self.temperature_period, self.dgm_lambda = temperature0, int(temperature_period), dgm_lambda
+        self.exploit_share = float(exploit_share)
         self._cvt_cells = int(cvt_cells)
         self._centroids = None  # computed once, reused when the archive is rebuilt
         self._low = [float(d.low) for d in self.descriptors] or [0.0]
@@ -267,6 +271,8 @@ class Island:
                                   self.dgm_lambda)
         elif strategy == "best":
             picks = selection.best(self._scores, k)
+        elif strategy == "exploit":
+            picks = selection.exploit(rng, self._scores, k, self.exploit_share)
         else:
             raise ValueError(f"strategy must be one of {', '.join(selection.STRATEGIES)}, got {strategy!r}")
         return sorted((self._elite_at(p) for p in picks), key=lambda e: e.score)  # stable on equal scores

@@ -15,12 +15,16 @@ All costs are O(elites) per call, and an island holds at most one elite per cell
   (1 + children), s_norm min-max normalised as above, children = results already
   produced from that parent on this island (failed ones included).
 - ``best``: the top-k by score ((1+1)-EPS hill climbing with k = 1).
+- ``exploit``: an exploitation share over MAP-Elites: with probability ``share`` a
+  prompt gets the top-k (as ``best``), otherwise k uniform cells (as ``uniform``).
+  Drawn per prompt, not per parent, so an exploiting prompt shows the island's best
+  lineage whole and an exploring one a fair sample of the cells.
 """
 from __future__ import annotations
 
 import numpy as np
 
-STRATEGIES = ("uniform", "boltzmann", "dgm", "best")
+STRATEGIES = ("uniform", "boltzmann", "dgm", "best", "exploit")
 
 # FunSearch's defaults (Romera-Paredes et al. 2024, Methods, "Prompt building"):
 # T0 = 0.1, N = 30,000.
@@ -29,6 +33,9 @@ TEMPERATURE_PERIOD = 30_000
 # DGM's λ (sharpness of the sigmoid) and midpoint (Zhang et al. 2025, Appendix "parent selection").
 DGM_LAMBDA = 10.0
 DGM_MIDPOINT = 0.5
+# Share of prompts that exploit the island's best cells (``exploit``); chosen by
+# benchmarks/search_ablation.py (see the README's "Parent selection").
+EXPLOIT_SHARE = 0.5
 
 
 def normalise(scores: np.ndarray) -> np.ndarray:
@@ -106,3 +113,14 @@ def best(scores: list[float], k: int) -> list[int]:
         return []
     order = sorted(range(n), key=lambda i: -scores[i])
     return order[:k] + [order[0]] * max(0, k - n)
+
+
+def exploit(rng: np.random.Generator, scores: list[float], k: int, share: float = EXPLOIT_SHARE) -> list[int]:
+    """The top-k with probability ``share``, else k uniform positions (one draw decides the prompt)."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"exploit share must be in [0, 1], got {share}")
+    if len(scores) == 0 or k == 0:
+        return []
+    if rng.random() < share:
+        return best(scores, k)
+    return uniform(rng, len(scores), k)

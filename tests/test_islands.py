@@ -371,6 +371,35 @@ def test_best_and_seed_selection_give_the_hill_climber_and_the_random_baseline()
         arch.select_parents(0, rng, 1, "tournament")
 
 
+def test_exploit_selection_climbs_the_archipelagos_best_on_its_share_and_explores_cells_otherwise():
+    arch = Archipelago(2, GRID, selection="exploit", island_kwargs={"exploit_share": 0.3})
+    arch.add_everywhere(0, -1.0, (5.0, 0.0))
+    arch.add(0, 1, 1.0, (1.0, 0.0))
+    arch.add(0, 2, 2.0, (9.0, 0.0))
+    arch.add(1, 3, 5.0, (3.0, 0.5))  # the best of all, on the other island
+    rng = np.random.default_rng(0)
+    draws = [tuple(e.program_id for e in arch.select_parents(0, rng, 2)) for _ in range(2000)]
+    top = draws.count((2, 3))  # the two best of the archipelago, ascending
+    assert abs(top / len(draws) - 0.3) < 0.04
+    # The rest are uniform over island 0's own cells (0, 1, 2): never program 3, every cell alike.
+    rest = [p for d in draws if d != (2, 3) for p in d]
+    assert 3 not in rest
+    assert all(abs(rest.count(p) / len(rest) - 1 / 3) < 0.04 for p in (0, 1, 2))
+    # Share 1 is (1+1)-EPS over all islands; share 0 is MAP-Elites' uniform selection.
+    greedy = Archipelago(2, GRID, selection="exploit", island_kwargs={"exploit_share": 1.0})
+    greedy.add_everywhere(0, -1.0, (5.0, 0.0))
+    greedy.add(1, 3, 5.0, (3.0, 0.5))
+    assert [e.program_id for e in greedy.select_parents(0, rng, 1)] == [3]
+    assert [e.program_id for e in greedy.select_parents(0, rng, 3)] == [0, 3, 3]  # repeats past the elites
+    # Island-local when asked of an island alone (one island = the archipelago).
+    isl = Island(GRID, exploit_share=1.0)
+    isl.add(1, 1.0, (1.0, 0.0))
+    isl.add(2, 2.0, (9.0, 0.0))
+    assert [e.program_id for e in isl.select_parents(rng, 1, "exploit")] == [2]
+    with pytest.raises(ValueError, match="exploit_share"):
+        Island(GRID, exploit_share=1.5)
+
+
 # -- crossover mates and inspirations ------------------------------------------------
 
 def test_select_mates_picks_two_parents_from_different_cells_or_islands_favouring_distance():

@@ -1,0 +1,169 @@
+"""Constant tuning in a real run (real CLI, sandbox, store): trials are normal program rows, and a run
+killed with SIGKILL mid-tuning resumes without losing or repeating an evaluation."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+from evosearch.program import check_frozen
+from evosearch.tuning import literals
+
+PROBLEM = '''
+import time
+
+from evosearch.problem import Descriptor, InvalidOutput, Problem
+
+
+class Curve(Problem):
+    description = "fit a curve with constants"
+    descriptors = (Descriptor("slope", -10, 10, 5),)
+    timeout_s = 10
+
+    def instances(self, split):
+        return {"xs": [0.25 * i for i in range(-8, 9)]} if split != "probe" else {"p": [1.0, 2.0, 3.0]}
+
+    @staticmethod
+    def run(program, xs):
+        time.sleep(0.05)  # slow enough that a kill lands mid-tuning
+        return [float(program["f"](x)) for x in xs]
+
+    def score(self, xs, ys):
+        if not isinstance(ys, list) or len(ys) != len(xs):
+            raise InvalidOutput("one value per x")
+        return {"score": -sum((y - (1.7 * x * x - 0.6 * x + 0.4)) ** 2 for x, y in zip(xs, ys)),
+                "slope": ys[-1] - ys[0]}
+'''
+SKELETON = "# EVOLVE-BLOCK-START\ndef f(x):\n    return 1.0 * x * x + 0.5 * x + 1.0\n# EVOLVE-BLOCK-END\n"
+TUNE_EVALS = 12
+ARGS = ["--sampler", "mutate", "--samples", "40", "--seed", "0", "--selection", "best", "--islands", "1",
+        "--parents", "1", "--tune-evals", str(TUNE_EVALS), "--workers", "2", "--quiet"]
+
+
+def evosearch(*args, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "evosearch", *args], capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def rows(run_dir: Path) -> list[dict]:
+    db = sqlite3.connect(run_dir / "evosearch.db")
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM programs ORDER BY id")]
+    finally:
+        db.close()
+
+
+KEY = ("id", "status", "score", "code", "parents", "sampler", "island")
+
+
+@pytest.fixture(scope="module")
+def problem(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("problems") / "curve"
+    folder.mkdir()
+    (folder / "skeleton.py").write_text(SKELETON)
+    (folder / "problem.py").write_text(PROBLEM)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tuned_run(problem, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tuned"
+    evosearch("run", str(problem), "--out", str(out), *ARGS)
+    return out
+
+
+def test_a_tuned_child_is_a_normal_program_row(tuned_run):
+    recorded = {r["id"]: r for r in rows(tuned_run)}
+    trials = [r for r in recorded.values() if r["sampler"] == "tune"]
+    assert trials, "no tuning happened"
+    by_elite: dict[int, list[dict]] = {}
+    for r in trials:
+        (elite,) = json.loads(r["parents"])  # one parent: the tuned elite (lineage)
+        by_elite.setdefault(elite, []).append(r)
+        parent = recorded[elite]
+        assert parent["sampler"] == "mutate" and parent["status"] == "ok" and elite < r["id"]
+        # Evaluated, hashed and committed like any child: score, both hashes, an archive outcome.
+        assert r["status"] == "ok" and r["score"] is not None
+        assert r["syntactic_hash"] and r["functional_hash"] and r["archive"] is not None
+        assert r["island"] == parent["island"] and r["prompt_id"] is not None
+        # Only the literals changed: the same literals in number, nothing outside the evolve block.
+        check_frozen(parent["code"], r["code"])
+        assert len(literals(r["code"])) == len(literals(parent["code"]))
+        assert r["code"] != parent["code"]
+    assert all(len(t) <= TUNE_EVALS for t in by_elite.values())
+    # CMA-ES on a smooth score beats the elite it started from at least once.
+    assert any(max(t["score"] for t in ts) > recorded[e]["score"] for e, ts in by_elite.items())
+    # Samples (sampler calls) and evaluations are reported apart.
+    summary = json.loads((tuned_run / "summary.json").read_text())
+    assert summary["samples"] == 40
+    assert summary["tuning"] == {"trials": len(trials), "tunings": len(by_elite)}
+    assert summary["evaluations"] == 40 + len(trials)
+
+
+def test_same_seed_same_tuned_run(problem, tuned_run, tmp_path):
+    evosearch("run", str(problem), "--out", str(tmp_path / "again"), *ARGS)
+    assert [tuple(r[k] for k in KEY) for r in rows(tmp_path / "again")] == \
+        [tuple(r[k] for k in KEY) for r in rows(tuned_run)]
+
+
+def test_sigkill_mid_tuning_then_resume_loses_and_repeats_no_evaluation(problem, tuned_run, tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "evosearch", "run", str(problem), "--out", str(out), *ARGS],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    mid = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            now = rows(out)
+        except sqlite3.OperationalError:
+            now = []  # the database or its schema is not there yet
+        trials = [r for r in now if r["sampler"] == "tune"]
+        if trials:
+            last = [r for r in trials if r["parents"] == trials[-1]["parents"]]
+            # Mid-tuning: some of the tuning's trials done, not all of them asked yet.
+            if 2 <= sum(r["status"] != "pending" for r in last) and len(last) < TUNE_EVALS:
+                mid = True
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None and mid, "the run was not caught mid-tuning"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its sandbox workers
+    proc.wait()
+    before = rows(out)
+
+    evosearch("run", "--resume", str(out), "--quiet")
+    after = {r["id"]: r for r in rows(out)}
+    for r in before:  # nothing recorded before the kill is lost; what was evaluated stays as it was
+        assert r["id"] in after
+        if r["status"] != "pending":
+            assert tuple(after[r["id"]][k] for k in KEY) == tuple(r[k] for k in KEY)
+    # The resumed run is the uninterrupted one: every trial once, the same trials, in the same places.
+    reference = rows(tuned_run)
+    assert [tuple(after[i][k] for k in KEY) for i in sorted(after)] == [tuple(r[k] for k in KEY) for r in reference]
+    trial_codes = [(r["parents"], r["code"]) for r in after.values() if r["sampler"] == "tune"]
+    assert len(trial_codes) == len(set(trial_codes))
+
+
+def test_tuning_in_async_commit_mode(problem, tmp_path):
+    """Async commits (the LLM samplers' default): trials are planned, answered and committed as there."""
+    out = tmp_path / "async"
+    evosearch("run", str(problem), "--out", str(out), "--commit-mode", "async", *ARGS)
+    recorded = rows(out)
+    trials = [r for r in recorded if r["sampler"] == "tune"]
+    assert trials and all(r["commit_seq"] is not None for r in recorded)
+    assert sum(r["sampler"] == "mutate" for r in recorded) == 40  # --samples counts sampler calls only
+    per_elite: dict[str, int] = {}
+    for r in trials:
+        per_elite[r["parents"]] = per_elite.get(r["parents"], 0) + 1
+    assert all(n <= TUNE_EVALS for n in per_elite.values())
