@@ -15,7 +15,7 @@ from .config import ConfigError, add_arguments
 # Named by module so catching them never imports the module (an import error is not a user mistake).
 USER_ERRORS = (("evosearch.config", "ConfigError"), ("evosearch.problem", "ProblemError"),
                ("evosearch.launch", "RunDirError"), ("evosearch.samplers.base", "SamplerError"),
-               ("evosearch.engine", "SearchError"),
+               ("evosearch.pipeline", "SearchError"),  # RayBackendError too
                ("evaluators.pool", "PoolError"))  # e.g. no sandbox here and no --unsafe-no-sandbox
 
 

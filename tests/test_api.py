@@ -51,7 +51,7 @@ def test_search_from_a_plain_script(tmp_path):
     assert out["best"] == out["summary_best"] and out["test"] is not None
     assert out["code"] == (tmp_path / "run" / "best.py").read_text()
     assert isinstance(out["first_parents"], list) and out["first_parents"]
-    assert {"config", "committed"} <= set(out["meta"])
+    assert {"config", "commit_mode"} <= set(out["meta"])
     assert out["repr"].startswith("SearchResult('run': best ")
 
 

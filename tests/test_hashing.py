@@ -117,6 +117,6 @@ def test_bin_packing_probe_is_dense_ranks_per_state(a, b, step, ties):
         return np.floor(scores / step) if ties else scores
     problem = load_problem("bin_packing")
     states = next(iter(problem.instances("probe").values()))
-    expected = [r for s in states for r in np.unique(_priorities(priority, s["item"], np.array(s["bins"])),
-                                                      return_inverse=True)[1].tolist()]
+    expected = [r for s in states for r in np.unique(
+        _priorities(priority(s["item"], np.array(s["bins"])), np.array(s["bins"])), return_inverse=True)[1].tolist()]
     assert problem.probe({"priority": priority}, states) == expected
