@@ -48,7 +48,7 @@ def prepare(problem: str | Path | Problem | None, settings: dict[str, Any], conf
 
 async def execute(config: RunConfig, problem: Problem, run_dir: Path) -> dict:
     """Run the search into ``run_dir`` and return its summary. Interrupted (Ctrl-C, task cancelled), it
-    still writes summary.json and best.py from what the store holds, then re-raises."""
+    still writes summary.json, best.py and report.html from what the store holds, then re-raises."""
     import asyncio
 
     from .launch import run_search
@@ -57,6 +57,8 @@ async def execute(config: RunConfig, problem: Problem, run_dir: Path) -> dict:
         return await run_search(config, problem, run_dir)
     except (asyncio.CancelledError, KeyboardInterrupt):
         write_partial_summary(run_dir, "interrupted")
+        from .report import write_report_safely
+        write_report_safely(run_dir)
         raise
 
 

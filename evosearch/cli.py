@@ -83,7 +83,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         partial = (run_dir / "summary.json").is_file()
         print(f"\nevosearch: interrupted{'; summary so far in ' + str(run_dir / 'summary.json') if partial else ''}"
               f"; continue with: evosearch run --resume {run_dir}", file=sys.stderr)
-        write_report_safely(run_dir)  # report.html of what is there so far
         return 130
     print(format_summary(summary, run_dir))
     return 0
@@ -229,11 +228,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
     return 0
-
-
-def write_report_safely(run_dir: Path) -> None:
-    from .report import write_report_safely as write
-    write(run_dir)
 
 
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "problems": cmd_problems, "doctor": cmd_doctor,

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import yaml
 
-from .backend import build_sampler  # noqa: F401  (the run's sampler, as run_search builds it)
 from .config import RunConfig
 from .problem import Problem
 from .store import Store, StoreError

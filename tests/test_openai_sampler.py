@@ -306,7 +306,7 @@ def test_budget_never_overshoots_with_requests_in_flight(fake):
 
 def test_budget_knobs_are_checked_with_one_line_errors():
     from evosearch.config import ConfigError, make_config
-    from evosearch.launch import build_sampler
+    from evosearch.backend import build_sampler
 
     base = {"problem": "bin_packing", "sampler": "openai", "base_url": "https://api.example.com/v1", "model": "m"}
     with pytest.raises(ConfigError, match=r"^--max-cost and --max-tokens \(the run budget\) need --sampler openai"):
