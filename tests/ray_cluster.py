@@ -59,7 +59,10 @@ class LoopbackCluster:
             self._ray("--head", f"--port={self.port}", "--num-cpus=1", '--resources={"sandbox": 1}',
                       f"--temp-dir={self.temp_dir}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                       f"--dashboard-port={self.dashboard_port}")
-            self._ray(f"--address={self.address}", "--num-cpus=1", '--resources={"sandbox": 1, "sampler_node": 1}')
+            # A temp dir of its own (inside the head's, so stop() finds and removes it): nodes sharing one unpack a
+            # job's working_dir package over each other while the job runs.
+            self._ray(f"--address={self.address}", "--num-cpus=1", '--resources={"sandbox": 1, "sampler_node": 1}',
+                      f"--temp-dir={self.temp_dir / 'node2'}")
         except BaseException:
             self.stop()
             raise
