@@ -159,6 +159,9 @@ class Evaluator:
                 self._counts["syntactic_hits"] += 1
                 if entry is not None:
                     entry.hits += 1
+                    # The functional class's first program: the first with this syntax may itself be a duplicate,
+                    # or an answer the engine set aside and asked again (its key then holds other code).
+                    first = entry.key
                 if entry is not None and result.ok and entry.repeats + entry.pending < self.noise_repeats:
                     return await self._repeat(entry, code, s_hash, 0.0, "syntactic", first)
                 if entry is not None and entry.task.done():  # the entry may hold a newer mean

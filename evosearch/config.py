@@ -118,6 +118,10 @@ class RunConfig:
                                       "several; a prompt cache then reuses the whole prompt)", minimum=1)
     edit_retries: int = knob(1, "times a rejected edit (outside the EVOLVE-BLOCKs, SEARCH text not found) is asked "
                                 "again with the reason shown to the model", minimum=0)
+    duplicate_retries: int | None = knob(None, "times a child that is a functional duplicate of the program it edits "
+                                               "(same outputs on the probe inputs) is asked again, told so; the "
+                                               "duplicate stays in the row's attempts. Default: 1 for LLM "
+                                               "samplers, 0 for mutate", minimum=0)
     insights_interval: int = knob(0, "every N samples the model summarises what worked and what failed so far "
                                      "(CoEvo insights, shown in later prompts); 0: off", minimum=0)
     models: dict = knob({}, "several samplers in one run, picked per sample by a cost-aware UCB bandit: name -> "

@@ -49,49 +49,77 @@ class Pipeline:
 
     async def produce(self, ask: Ask, row: dict | None = None) -> dict:
         """The evaluated row of an asked sample. ``row``: what the store held of it before a restart."""
-        i, c = ask.id, self.config
+        i = ask.id
         code = row["code"] if row else None
-        if code is None:
-            # Earlier rejected answers (resume mid-retry) come back into the prompt as they were shown.
-            attempts = list((row or {}).get("attempts") or [])
-            asked = ask.prompt
-            for n, a in enumerate(attempts, 1):
-                asked = retry_prompt(asked, a["response"], a["reason"], seed=retry_seed(c.seed, i, n))
-            # Usage adds up over the attempts of a retried edit, failed requests included.
-            usage = {k: (row[k] or 0) if attempts else 0 for k in ("tokens_in", "tokens_out", "retries")}
-            usage["cost"] = row["cost"] if attempts else None
-            while True:
-                try:
-                    sample = await ask.source.sample(asked)
-                except SamplerError as e:
-                    _add_usage(usage, e.tokens_in, e.tokens_out, e.retries, e.cost)
-                    return self._fail(i, Outcome.SAMPLER_ERROR, str(e), usage)
-                _add_usage(usage, sample.tokens_in, sample.tokens_out, int(sample.extra.get("retries") or 0),
-                           sample.extra.get("cost"))
-                try:
-                    code = self.edit(ask.edit_format, sample.text, ask.prompt)
-                except RejectedEdit as e:
-                    if len(attempts) >= c.edit_retries:
-                        self.store.answered(i, response=sample.text, model=sample.model, sample_s=sample.seconds,
-                                            rationale=rationale(sample.text), attempts=attempts or None, **usage)
-                        return self._fail(i, Outcome.EDIT_REJECTED, str(e))
-                    # Shown to the model on the next attempt; both attempts stay recorded.
-                    attempts.append({"response": sample.text, "reason": str(e)})
-                    self.store.answered(i, response=sample.text, model=sample.model, sample_s=sample.seconds,
-                                        rationale=rationale(sample.text), attempts=attempts, **usage)
-                    asked = retry_prompt(asked, sample.text, str(e), seed=retry_seed(c.seed, i, len(attempts)))
-                    continue
-                except (EditError, SyntaxError) as e:
-                    self.store.answered(i, response=sample.text, model=sample.model, sample_s=sample.seconds,
-                                        rationale=rationale(sample.text), attempts=attempts or None, **usage)
-                    return self._fail(i, Outcome.NO_CODE, str(e))
-                self.store.answered(i, response=sample.text, model=sample.model, sample_s=sample.seconds,
-                                    rationale=rationale(sample.text), attempts=attempts or None, code=code,
-                                    **usage)
-                break
-        self.failures_in_a_row = 0
-        result = await self.evaluator.evaluate(code, key=i)
-        return self.record(i, code, result, row or {"id": i, **_asked(ask)}, write=False)
+        # Earlier set-aside answers (resume mid-retry) come back into the prompt as they were shown.
+        attempts = list((row or {}).get("attempts") or [])
+        # Usage adds up over the attempts of a retried sample, failed requests included.
+        usage = {k: (row[k] or 0) if attempts else 0 for k in ("tokens_in", "tokens_out", "retries")}
+        usage["cost"] = row["cost"] if attempts else None
+        while True:
+            if code is None:
+                code = await self._answer(ask, attempts, usage)
+                if isinstance(code, dict):  # no program: the failed row
+                    return code
+            self.failures_in_a_row = 0
+            result = await self.evaluator.evaluate(code, key=i)
+            parent = self._repeats_parent(ask, result, attempts)
+            if parent is None:
+                return self.record(i, code, result, row or {"id": i, **_asked(ask)}, write=False)
+            # A duplicate of the program it edits (a small model's most common answer): asked again, told so.
+            attempts.append({"response": self.store.get(i)["response"], "duplicate_of": parent,
+                             "reason": f"it behaves exactly like the program it was asked to improve (program "
+                                       f"{parent}: the same outputs on every probe input). Change what the "
+                                       f"function computes, not only how it is written"})
+            self.store.set_aside(i, attempts)
+            code = None
+
+    def _repeats_parent(self, ask: Ask, result: "Evaluation", attempts: list) -> int | None:
+        """The edited parent's id when ``result`` is its functional duplicate and may be asked again, else None."""
+        if not result.ok or not ask.parents or not result.functional_hash:
+            return None
+        allowed = self.config.duplicate_retries
+        if allowed is None:
+            allowed = 1 if getattr(ask.source, "llm", False) else 0
+        if sum("duplicate_of" in a for a in attempts) >= allowed:
+            return None
+        parent = ask.parents[-1]
+        known = self.store.get(parent)
+        return parent if known is not None and known["functional_hash"] == result.functional_hash else None
+
+    async def _answer(self, ask: Ask, attempts: list, usage: dict) -> str | dict:
+        """The child's code from the ask's source, asking again (reason shown) while an edit is rejected;
+        or the failed row when no program came of it. ``attempts`` and ``usage`` are updated in place."""
+        i, c = ask.id, self.config
+        asked = ask.prompt
+        for n, a in enumerate(attempts, 1):
+            asked = retry_prompt(asked, a["response"], a["reason"], seed=retry_seed(c.seed, i, n))
+        while True:
+            try:
+                sample = await ask.source.sample(asked)
+            except SamplerError as e:
+                _add_usage(usage, e.tokens_in, e.tokens_out, e.retries, e.cost)
+                return self._fail(i, Outcome.SAMPLER_ERROR, str(e), usage)
+            _add_usage(usage, sample.tokens_in, sample.tokens_out, int(sample.extra.get("retries") or 0),
+                       sample.extra.get("cost"))
+            answer = dict(response=sample.text, model=sample.model, sample_s=sample.seconds,
+                          rationale=rationale(sample.text), **usage)
+            try:
+                code = self.edit(ask.edit_format, sample.text, ask.prompt)
+            except RejectedEdit as e:
+                if sum("duplicate_of" not in a for a in attempts) >= c.edit_retries:
+                    self.store.answered(i, attempts=attempts or None, **answer)
+                    return self._fail(i, Outcome.EDIT_REJECTED, str(e))
+                # Shown to the model on the next attempt; both attempts stay recorded.
+                attempts.append({"response": sample.text, "reason": str(e)})
+                self.store.answered(i, attempts=attempts, **answer)
+                asked = retry_prompt(asked, sample.text, str(e), seed=retry_seed(c.seed, i, len(attempts)))
+                continue
+            except (EditError, SyntaxError) as e:
+                self.store.answered(i, attempts=attempts or None, **answer)
+                return self._fail(i, Outcome.NO_CODE, str(e))
+            self.store.answered(i, attempts=attempts or None, code=code, **answer)
+            return code
 
     def edit(self, edit_format: str, text: str, prompt: Prompt) -> str:
         """The child program from an answer in ``edit_format``; RejectedEdit when it breaks the rules."""

@@ -167,6 +167,11 @@ class Store:
         self._update(program_id, response=response, model=model, sample_s=sample_s, tokens_in=tokens_in,
                      tokens_out=tokens_out, retries=retries, cost=cost, rationale=rationale, **more)
 
+    def set_aside(self, program_id: int, attempts: list) -> None:
+        """The evaluated answer is asked again (a duplicate of its parent): it moves into ``attempts`` and
+        the row waits for a new answer (code cleared, so a restart asks again from the attempts)."""
+        self._update(program_id, attempts=attempts, code=None)
+
     def set_code(self, program_id: int, code: str) -> None:
         self._update(program_id, code=code)
 

@@ -34,8 +34,9 @@ class Scripted(Sampler):
 
 
 def run(tmp_path, sampler, **knobs):
+    # Scripted answers are often duplicates of their parent: a test that wants them asked again says so.
     config = make_config({"problem": "bin_packing", "problem_options": OPTIONS, "workers": 1, "concurrency": 1,
-                          "islands": 1, "quiet": True, **knobs})
+                          "islands": 1, "quiet": True, "duplicate_retries": 0, **knobs})
     problem = load_problem("bin_packing", None, 0, OPTIONS)
     store = Store(tmp_path / "evosearch.db")
 
@@ -66,6 +67,66 @@ def test_diff_edit_outside_the_block_is_retried_with_the_reason_then_both_attemp
     assert "It was rejected: SEARCH block 1 (lines 2-2) is outside the EVOLVE-BLOCK" in sampler.prompts[1].user
     assert second["status"] == "edit_rejected" and "does not match the program" in second["reason"]
     assert len(second["attempts"]) == 1 and second["response"] == missing
+
+
+DUPLICATE = diff("    return -(bins - item)", "    return item - bins", "flip the sign")  # the seed's outputs, bit for bit
+OTHER = diff("    return -(bins - item)", "    return bins - item", "worst fit")  # other decisions: new outputs
+
+
+def test_a_functional_duplicate_of_the_parent_is_asked_again_told_why_and_kept_in_attempts(tmp_path):
+    sampler = Scripted([DUPLICATE, OTHER])
+    engine, store = run(tmp_path, sampler, samples=1, edit_formats={"diff": 1.0}, duplicate_retries=1)
+    row = store.get(1)
+    assert "return bins - item" in row["code"] and row["duplicate_of"] is None and row["status"] == "ok"
+    (attempt,) = row["attempts"]
+    assert attempt["response"] == DUPLICATE and attempt["duplicate_of"] == 0
+    assert "behaves exactly like the program it was asked to improve" in sampler.prompts[1].user
+    assert DUPLICATE.strip() in sampler.prompts[1].user  # the duplicate answer is shown
+    assert row["tokens_in"] == 20 and row["response"] == OTHER  # both answers paid for, the last one kept
+
+
+def test_duplicate_retries_zero_records_the_duplicate_as_it_is(tmp_path):
+    sampler = Scripted([DUPLICATE])
+    engine, store = run(tmp_path, sampler, samples=1, edit_formats={"diff": 1.0}, duplicate_retries=0)
+    row = store.get(1)
+    assert row["duplicate_of"] == 0 and row["cache_hit"] == "functional" and row["attempts"] is None
+    assert len(sampler.prompts) == 1
+
+
+def test_asked_again_only_once_then_the_duplicate_stands(tmp_path):
+    sampler = Scripted([DUPLICATE, DUPLICATE])
+    engine, store = run(tmp_path, sampler, samples=1, edit_formats={"diff": 1.0}, duplicate_retries=1)
+    row = store.get(1)
+    assert row["duplicate_of"] == 0 and len(row["attempts"]) == 1 and len(sampler.prompts) == 2
+
+
+class Killed(Exception):
+    pass
+
+
+class DiesAfter(Scripted):
+    """Answers in order, then the run dies (as a killed driver would, mid-sample)."""
+
+    async def sample(self, prompt):
+        if not self.answers:
+            self.prompts.append(prompt)
+            raise Killed
+        return await super().sample(prompt)
+
+
+def test_a_run_killed_while_asking_again_resumes_with_the_duplicate_shown_and_nothing_lost(tmp_path):
+    with pytest.raises(Killed):
+        run(tmp_path, DiesAfter([DUPLICATE]), samples=1, edit_formats={"diff": 1.0}, duplicate_retries=1)
+    pending = Store(tmp_path / "evosearch.db").get(1)
+    assert pending["status"] == "pending" and pending["code"] is None and pending["tokens_in"] == 10
+    assert pending["attempts"][0]["duplicate_of"] == 0
+    sampler = Scripted([OTHER])
+    engine, store = run(tmp_path, sampler, samples=1, edit_formats={"diff": 1.0}, duplicate_retries=1)
+    row = store.get(1)
+    assert "return bins - item" in row["code"] and row["tokens_in"] == 20 and len(row["attempts"]) == 1
+    (prompt,) = sampler.prompts
+    assert "behaves exactly like" in prompt.user and DUPLICATE.strip() in prompt.user
+    assert store.count("1") == 2  # the seed and this sample: nothing asked twice
 
 
 def test_fix_mode_repairs_a_failed_program_of_the_island_and_children_see_the_change(tmp_path):
