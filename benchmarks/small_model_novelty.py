@@ -14,8 +14,11 @@ Counted per run, from its store (every sample, failures included):
 * novel valid: ok, and its functional hash (behaviour on the probe inputs) not seen before in
   the run (the seed program included): the programs the search can actually use.
 * improvement: ok and better on the training split than every program before it (seed included).
-* parent duplicate asks: answers rejected as a copy of a shown program and asked again
-  (``attempts`` rows; counted, each attempt also spent tokens).
+* asked again: answers set aside and asked again (``attempts``): ``asked_again`` all of them,
+  ``duplicate_asks`` those that were a functional duplicate of the program they edit
+  (``--duplicate-retries``); each also spent tokens.
+* tuning trials (sampler ``tune``, constant tuning) are no samples: counted apart as ``trials``
+  and ``trial_improvements``; their programs still count as seen for novelty.
 * best held-out: the run's best program on the test split, against the seed (Best Fit).
 Rows are added to ``--json`` under ``--label`` (a re-run of a label replaces its rows).
 """
@@ -41,19 +44,26 @@ def counts(db: Path) -> dict:
     rows = [dict(r) for r in con.execute("SELECT * FROM programs ORDER BY id")]
     con.close()
     seen, best = set(), None
-    out = {"samples": 0, "valid": 0, "novel_valid": 0, "improvements": 0, "asked_again": 0, "tokens_out": 0}
+    out = {"samples": 0, "valid": 0, "novel_valid": 0, "improvements": 0, "asked_again": 0, "duplicate_asks": 0,
+           "tokens_out": 0, "trials": 0, "trial_improvements": 0}
     for r in rows:
         if r["status"] == "pending":  # an unfinished run's samples in flight
             continue
-        if r["id"] > 0:
+        ok = r["status"] == "ok"
+        better = ok and best is not None and r["score"] > best
+        if r["sampler"] == "tune":
+            out["trials"] += 1
+            out["trial_improvements"] += better
+        elif r["id"] > 0:
+            attempts = json.loads(r["attempts"] or "[]")
             out["samples"] += 1
             out["tokens_out"] += r["tokens_out"] or 0
-            out["asked_again"] += len(json.loads(r["attempts"] or "[]"))
-        ok = r["status"] == "ok"
-        if r["id"] > 0 and ok:
-            out["valid"] += 1
-            out["novel_valid"] += r["functional_hash"] not in seen
-            out["improvements"] += best is not None and r["score"] > best
+            out["asked_again"] += len(attempts)
+            out["duplicate_asks"] += sum("duplicate_of" in a for a in attempts)
+            if ok:
+                out["valid"] += 1
+                out["novel_valid"] += r["functional_hash"] not in seen
+                out["improvements"] += better
         if ok:
             seen.add(r["functional_hash"])
             best = r["score"] if best is None else max(best, r["score"])
