@@ -7,7 +7,9 @@ import asyncio
 import base64
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -33,10 +35,10 @@ class Browser:
         self._waiting: dict[int, asyncio.Future] = {}
 
     async def __aenter__(self) -> "Browser":
-        self._profile = tempfile.TemporaryDirectory(prefix="evosearch-chromium-")
+        self._profile = tempfile.TemporaryDirectory(prefix="evosearch-chromium-", ignore_cleanup_errors=True)
         self._proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={self._profile.name}",
                                        f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         port_file = Path(self._profile.name) / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not (port_file.is_file() and len(port_file.read_text().split()) >= 2):
@@ -65,6 +67,20 @@ class Browser:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        # Its helpers (renderer, crashpad) may outlive it and still write into the profile: the whole group goes,
+        # then the profile (a file landing meanwhile made rmtree fail: "Directory not empty").
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for _ in range(50):
+            try:
+                shutil.rmtree(self._profile.name)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
         self._profile.cleanup()
 
     async def _read(self) -> None:
