@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from .tuning import NAME as TUNE
+
 ASSETS = Path(__file__).with_name("report_assets")
 REPORT_NAME = "report.html"
 # programs columns the report reads: the first schema's, then later ones (any may be missing in an older store)
@@ -175,13 +177,18 @@ def _read_store(db: sqlite3.Connection, run_dir: Path) -> dict:
 
     n_pending = sum(1 for s in p["status"] if s == "pending")
     committed = sum(1 for c in p["commit"] if c is not None)
+    # Samples are sampler calls; constant-tuning trials (sampler "tune") are evaluations without one.
+    trial = [("sampler" in present and r["sampler"] == TUNE) for r in rows]
+    n_samples = sum(1 for r, t in zip(rows, trial) if r["id"] > 0 and not t)
+    evaluations = sum(1 for r in rows if r["id"] > 0 and "code" in present and r["code"] is not None
+                      and r["status"] != "pending")
+    committed_samples = sum(1 for r, t, c in zip(rows, trial, p["commit"]) if r["id"] > 0 and not t and c is not None)
     last_write = max((r[c] for r in rows for c in ("created", "finished") if c in cols and r[c]), default=None)
     summary = _json_file(run_dir / "summary.json")
-    target = (config.get("samples") or 0) + 1
-    complete = committed >= target and not n_pending
+    complete = committed_samples >= (config.get("samples") or 0) and not n_pending
     return {
         "run": {"name": run_dir.resolve().name, "dir": str(run_dir.resolve()), "problem": config.get("problem"),
-                "programs": len(rows), "samples": len(rows) - (1 if rows and rows[0]["id"] == 0 else 0),
+                "programs": len(rows), "samples": n_samples, "evaluations": evaluations, "trials": sum(trial),
                 "committed": committed, "pending": n_pending, "target": config.get("samples"),
                 "state": "complete" if complete else "incomplete", "t0": t0, "last_write": last_write,
                 "generated": time.time(), "missing_columns": _missing(have)},

@@ -110,6 +110,11 @@ def test_a_tuned_child_is_a_normal_program_row(tuned_run):
     assert summary["samples"] == 40
     assert summary["tuning"] == {"trials": len(trials), "tunings": len(by_elite)}
     assert summary["evaluations"] == 40 + len(trials)
+    # ... and so does the report (evosearch report / dashboard).
+    from evosearch.report import load_run
+    run = load_run(tuned_run)["run"]
+    assert (run["samples"], run["evaluations"], run["trials"]) == (40, 40 + len(trials), len(trials))
+    assert run["state"] == "complete"
 
 
 def test_same_seed_same_tuned_run(problem, tuned_run, tmp_path):

@@ -158,7 +158,9 @@ function drawOverview(d) {
   const bestScore = best == null ? null : P.score[rowOf(d).get(best)];
   const counts = {}; P.status.forEach((x) => (counts[x] = (counts[x] || 0) + 1));
   const items = [["run", r.name], ["problem", r.problem], ["state", `${r.state}${r.pending ? `, ${r.pending} pending` : ""}`],
-    ["samples", `${r.samples}${r.target ? ` of ${r.target}` : ""}`], ["best score", fmt(bestScore)], ["best program", best],
+    ["samples", `${r.samples}${r.target ? ` of ${r.target}` : ""}`],
+    ["evaluations", r.evaluations == null ? "–" : `${r.evaluations}${r.trials ? ` (${r.trials} tuning trials)` : ""}`],
+    ["best score", fmt(bestScore)], ["best program", best],
     ["sampler", c.models && Object.keys(c.models).length ? Object.keys(c.models).join(", ") : c.sampler], ["islands", c.islands], ["seed", c.seed],
     ["outcomes", Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(", ")],
     ["last write", r.last_write ? new Date(r.last_write * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "–"]];
