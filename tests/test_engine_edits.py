@@ -33,7 +33,7 @@ class Scripted(Sampler):
         return Sample(text=self.answers.pop(0), model="scripted", tokens_in=10, tokens_out=5)
 
 
-def run(tmp_path, sampler, **knobs):
+def run(tmp_path, sampler, wrap=lambda evaluator: evaluator, **knobs):
     # Scripted answers are often duplicates of their parent: a test that wants them asked again says so.
     config = make_config({"problem": "bin_packing", "problem_options": OPTIONS, "workers": 1, "concurrency": 1,
                           "islands": 1, "quiet": True, "duplicate_retries": 0, **knobs})
@@ -42,7 +42,7 @@ def run(tmp_path, sampler, **knobs):
 
     async def go():
         async with WorkerPool(problem.folder, None, 0, OPTIONS, workers=1, hide=[str(tmp_path)]) as pool:
-            engine = Engine(config, problem, store, sampler, Evaluator(pool, timeout_s=None, memory_mb=None))
+            engine = Engine(config, problem, store, sampler, wrap(Evaluator(pool, timeout_s=None, memory_mb=None)))
             await engine.run()
             return engine
     return asyncio.run(go()), store
@@ -127,6 +127,31 @@ def test_a_run_killed_while_asking_again_resumes_with_the_duplicate_shown_and_no
     (prompt,) = sampler.prompts
     assert "behaves exactly like" in prompt.user and DUPLICATE.strip() in prompt.user
     assert store.count("1") == 2  # the seed and this sample: nothing asked twice
+
+
+class DiesEvaluating:
+    """The evaluator of a driver killed after the answer was stored, before its evaluation."""
+
+    def __init__(self, evaluator):
+        self.evaluator = evaluator
+
+    async def evaluate(self, code, key=None):
+        if key:
+            raise Killed
+        return await self.evaluator.evaluate(code, key=key)
+
+
+def test_a_run_killed_before_evaluating_a_duplicate_resumes_and_keeps_both_answers_usage(tmp_path):
+    with pytest.raises(Killed):
+        run(tmp_path, Scripted([DUPLICATE]), wrap=DiesEvaluating, samples=1, edit_formats={"diff": 1.0},
+            duplicate_retries=1)
+    pending = Store(tmp_path / "evosearch.db").get(1)
+    assert pending["status"] == "pending" and pending["code"] is not None and pending["tokens_in"] == 10
+    sampler = Scripted([OTHER])
+    engine, store = run(tmp_path, sampler, samples=1, edit_formats={"diff": 1.0}, duplicate_retries=1)
+    row = store.get(1)
+    assert "return bins - item" in row["code"] and row["attempts"][0]["response"] == DUPLICATE
+    assert row["tokens_in"] == 20 and row["tokens_out"] == 10  # the answer before the kill is still paid for
 
 
 def test_fix_mode_repairs_a_failed_program_of_the_island_and_children_see_the_change(tmp_path):
