@@ -2,7 +2,7 @@
 
     python benchmarks/search_ablation.py [--samples 300] [--seeds 0 1 2 3 4] [--arms default funsearch eps random]
         [--problem bin_packing|tsp] [--problem-options '{train_instances: 2, train_items: 500}']
-        [--data-dir ../shared/data] [--tune-evals 16] [--curve] [--out runs/ablation] [--json ablation.json]
+        [--data-dir ../shared/data] [--tune-evals 24] [--curve] [--out runs/ablation] [--json ablation.json]
 
 Each (arm, seed) is one real run through the CLI (``python -m evosearch run``: real
 sandbox workers, real store), with the same sample budget. Arms:
@@ -20,7 +20,9 @@ sandbox workers, real store), with the same sample budget. Arms:
 * ``uniform``   the default islands with MAP-Elites' uniform selection (the default
                 before ``exploit``); ``exploit30``/``exploit50``/``exploit80``: the
                 ``exploit`` selection with that share of exploiting prompts.
-* ``<arm>+tune`` any arm with constant tuning (``--tune-evals`` CMA-ES trials per new best).
+* ``<arm>+tune`` any arm with constant tuning (``--tune-evals`` CMA-ES trials per new best); arms
+                without the suffix run with tuning off. The engine's default configuration
+                is ``default+tune`` (= ``exploit50+tune``).
 
 Samples (sampler calls) and evaluations (tuning trials included) are reported apart, so
 arms compare at equal sample budget (the runs) and at equal evaluation budget (the curve's
@@ -213,7 +215,7 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, help=f"arms ({', '.join(ARMS)}; each also +tune)")
     ap.add_argument("--problem", default="bin_packing", choices=sorted(CURVE_METRIC))
     ap.add_argument("--data-dir", default=None, help="public benchmark data (bin packing's held-out: Weibull 5k)")
-    ap.add_argument("--tune-evals", type=int, default=16, help="CMA-ES trials per tuning in +tune arms")
+    ap.add_argument("--tune-evals", type=int, default=24, help="CMA-ES trials per tuning in +tune arms")
     ap.add_argument("--curve", action="store_true", help="held-out excess of the best-so-far at checkpoints")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--problem-options", default="{train_instances: 2, train_items: 500}",
