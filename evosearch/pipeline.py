@@ -53,7 +53,7 @@ class Pipeline:
         code = row["code"] if row else None
         # Earlier set-aside answers (resume mid-retry) come back into the prompt as they were shown.
         attempts = list((row or {}).get("attempts") or [])
-        # Usage adds up over the attempts of a retried sample (what the row holds so), failed requests included.
+        # Usage adds up over every answer of this sample (a resumed row holds the earlier ones), failed requests too.
         usage = {k: (row[k] or 0) if row else 0 for k in ("tokens_in", "tokens_out", "retries")}
         usage["cost"] = row["cost"] if row else None
         while True:
