@@ -81,7 +81,7 @@ class Pipeline:
         allowed = self.config.duplicate_retries
         if allowed is None:
             allowed = 1 if getattr(ask.source, "llm", False) else 0
-        if sum("duplicate_of" in a for a in attempts) >= allowed:
+        if _duplicate_asks(attempts) >= allowed:
             return None
         parent = ask.parents[-1]
         known = self.store.get(parent)
@@ -107,7 +107,7 @@ class Pipeline:
             try:
                 code = self.edit(ask.edit_format, sample.text, ask.prompt)
             except RejectedEdit as e:
-                if sum("duplicate_of" not in a for a in attempts) >= c.edit_retries:
+                if len(attempts) - _duplicate_asks(attempts) >= c.edit_retries:
                     self.store.answered(i, attempts=attempts or None, **answer)
                     return self._fail(i, Outcome.EDIT_REJECTED, str(e))
                 # Shown to the model on the next attempt; both attempts stay recorded.
@@ -186,6 +186,11 @@ class Pipeline:
             lines, model = facts, "digest"
         if lines:
             self.store.add_insights(i, "\n".join(lines), model)
+
+
+def _duplicate_asks(attempts: list) -> int:
+    """Attempts set aside as a duplicate of the parent (the others were rejected edits)."""
+    return sum("duplicate_of" in a for a in attempts)
 
 
 def _asked(ask: Ask) -> dict:
