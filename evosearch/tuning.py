@@ -224,10 +224,12 @@ class TuningOperator:
     tune, proposes the trials (``ask``) and answers them (``sample``); its whole state is rebuilt from
     the rows told.
 
-    When: a committed sample (not a trial) that beats every result before it becomes the
-    tuning target; one tuning runs at a time and a newer target replaces a waiting one (the
-    newest best is the one worth tuning). An elite is tuned at most once, with ``evaluations``
-    trials. Which trial: the k-th trial row of a tuning is the k-th row with sampler ``tune``
+    When: a committed program that beats every result before it becomes the tuning target,
+    a trial included: a trial that sets a new best is tuned again once its tuning ends, so
+    CMA-ES restarts (with a fresh step size) from the point it found, and a chain of tunings
+    goes on while each one improves the best. One tuning runs at a time and a newer target
+    replaces a waiting one (the newest best is the one worth tuning). An elite is tuned at
+    most once, with ``evaluations`` trials. Which trial: the k-th trial row of a tuning is the k-th row with sampler ``tune``
     and that elite as its only parent, in id order, read from the store; so a restart finds the
     trials asked before it (pending or done) and asks the next one, never one twice.
 
@@ -277,7 +279,7 @@ class TuningOperator:
                 self.active.tell(self._trials(self.elite, below=row["id"]), row["score"] if ok else None)
                 if self.active.done():
                     self.active = self.elite = self.island = None
-        elif ok and row["score"] > self.best and row["id"] > 0 and row["id"] not in self.tuned:
+        if ok and row["score"] > self.best and row["id"] > 0 and row["id"] not in self.tuned:
             self.waiting = (row["id"], row["island"])
         if ok:
             self.best = max(self.best, row["score"])

@@ -93,7 +93,7 @@ def test_a_tuned_child_is_a_normal_program_row(tuned_run):
         (elite,) = json.loads(r["parents"])  # one parent: the tuned elite (lineage)
         by_elite.setdefault(elite, []).append(r)
         parent = recorded[elite]
-        assert parent["sampler"] == "mutate" and parent["status"] == "ok" and elite < r["id"]
+        assert parent["sampler"] in ("mutate", "tune") and parent["status"] == "ok" and elite < r["id"]
         # Evaluated, hashed and committed like any child: score, both hashes, an archive outcome.
         assert r["status"] == "ok" and r["score"] is not None
         assert r["syntactic_hash"] and r["functional_hash"] and r["archive"] is not None
@@ -103,6 +103,16 @@ def test_a_tuned_child_is_a_normal_program_row(tuned_run):
         assert len(literals(r["code"])) == len(literals(parent["code"]))
         assert r["code"] != parent["code"]
     assert all(len(t) <= TUNE_EVALS for t in by_elite.values())
+    # Each tuned elite was a new best when committed; a trial that set a new best was tuned again
+    # (a chain), only once its own tuning had asked all its trials.
+    for elite in by_elite:
+        assert recorded[elite]["score"] > max(r["score"] for r in recorded.values()
+                                              if r["id"] < elite and r["score"] is not None)
+    chained = [e for e in by_elite if recorded[e]["sampler"] == "tune"]
+    assert chained, "no trial that set a new best was tuned again"
+    for e in chained:
+        (source,) = json.loads(recorded[e]["parents"])
+        assert min(r["id"] for r in by_elite[e]) > max(r["id"] for r in by_elite[source])
     # CMA-ES on a smooth score beats the elite it started from at least once.
     assert any(max(t["score"] for t in ts) > recorded[e]["score"] for e, ts in by_elite.items())
     # Samples (sampler calls) and evaluations are reported apart.
