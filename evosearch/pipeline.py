@@ -8,6 +8,7 @@ any point leaves a pending row that resume finishes from where it stood.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,9 @@ SIZE = Descriptor("size", 0, 400, 10)
 RUNTIME = Descriptor("log10_eval_s", -3.0, 1.5, 9)
 # This many sampler failures in a row means the sampler is down, not unlucky.
 MAX_SAMPLER_FAILURES = 20
+# An answer asked again because it duplicated a known program is sampled this much hotter
+# (0.8 -> 1.2 by default): the same prompt at the same temperature mostly writes the same program.
+DUPLICATE_HEAT = 1.5
 
 
 class SearchError(Exception):
@@ -63,29 +67,34 @@ class Pipeline:
                     return code
             self.failures_in_a_row = 0
             result = await self.evaluator.evaluate(code, key=i)
-            parent = self._repeats_parent(ask, result, attempts)
-            if parent is None:
+            known = self._repeats(ask, result, attempts)
+            if known is None:
                 return self.record(i, code, result, row or {"id": i, **_asked(ask)}, write=False)
-            # A duplicate of the program it edits (a small model's most common answer): asked again, told so.
-            attempts.append({"response": self.store.get(i)["response"], "duplicate_of": parent,
-                             "reason": f"it behaves exactly like the program it was asked to improve (program "
-                                       f"{parent}: the same outputs on every probe input). Change what the "
-                                       f"function computes, not only how it is written"})
+            # A duplicate of a known program (a small model's most common answer): asked again, told so.
+            which = ("the program it was asked to improve" if ask.parents and known == ask.parents[-1]
+                     else "a program found earlier in this search")
+            attempts.append({"response": self.store.get(i)["response"], "duplicate_of": known,
+                             "reason": f"it behaves exactly like {which} (program {known}: the same outputs on "
+                                       f"every probe input). Change what the function computes, not only how "
+                                       f"it is written"})
             self.store.set_aside(i, attempts)
             code = None
 
-    def _repeats_parent(self, ask: Ask, result: "Evaluation", attempts: list) -> int | None:
-        """The edited parent's id when ``result`` is its functional duplicate and may be asked again, else None."""
-        if not result.ok or not ask.parents or not result.functional_hash:
+    def _repeats(self, ask: Ask, result: "Evaluation", attempts: list) -> int | None:
+        """The known program ``result`` duplicates when it may be asked again, else None. Known: the edited
+        parent (same functional hash) or any program evaluated before (the evaluator's cache hit)."""
+        if not result.ok or not result.functional_hash:
             return None
         allowed = self.config.duplicate_retries
         if allowed is None:
             allowed = 1 if getattr(ask.source, "llm", False) else 0
         if _duplicate_asks(attempts) >= allowed:
             return None
-        parent = ask.parents[-1]
-        known = self.store.get(parent)
-        return parent if known is not None and known["functional_hash"] == result.functional_hash else None
+        if ask.parents:
+            parent = self.store.get(ask.parents[-1])
+            if parent is not None and parent["functional_hash"] == result.functional_hash:
+                return ask.parents[-1]
+        return result.duplicate_of
 
     async def _answer(self, ask: Ask, attempts: list, usage: dict) -> str | dict:
         """The child's code from the ask's source, asking again (reason shown) while an edit is rejected;
@@ -94,6 +103,8 @@ class Pipeline:
         asked = ask.prompt
         for n, a in enumerate(attempts, 1):
             asked = retry_prompt(asked, a["response"], a["reason"], seed=retry_seed(c.seed, i, n))
+        if duplicates := _duplicate_asks(attempts):
+            asked = dataclasses.replace(asked, temperature_scale=DUPLICATE_HEAT ** duplicates)
         while True:
             try:
                 sample = await ask.source.sample(asked)
@@ -189,7 +200,7 @@ class Pipeline:
 
 
 def _duplicate_asks(attempts: list) -> int:
-    """Attempts set aside as a duplicate of the parent (the others were rejected edits)."""
+    """Attempts set aside as a duplicate of a known program (the others were rejected edits)."""
     return sum("duplicate_of" in a for a in attempts)
 
 

@@ -85,6 +85,38 @@ def test_a_functional_duplicate_of_the_parent_is_asked_again_told_why_and_kept_i
     assert row["tokens_in"] == 20 and row["response"] == OTHER  # both answers paid for, the last one kept
 
 
+def test_a_duplicate_of_an_earlier_program_not_the_parent_is_asked_again_hotter(tmp_path):
+    new = diff("    return -(bins - item)", "    return -np.abs(bins - 2 * item)", "leave room for one more")
+    # Parent is always the seed: sample 2 repeats sample 1's program, which is not its parent.
+    sampler = Scripted([OTHER, OTHER, new])
+    engine, store = run(tmp_path, sampler, samples=2, edit_formats={"diff": 1.0}, selection="seed",
+                        duplicate_retries=1)
+    first, second = store.get(1), store.get(2)
+    assert first["parents"] == second["parents"] == [0] and first["attempts"] is None
+    assert "2 * item" in second["code"] and second["duplicate_of"] is None
+    (attempt,) = second["attempts"]
+    assert attempt["response"] == OTHER and attempt["duplicate_of"] == 1
+    assert "behaves exactly like a program found earlier in this search (program 1" in sampler.prompts[2].user
+    # The first ask of each sample at the sampler's temperature, the ask after a duplicate hotter.
+    assert [p.temperature_scale for p in sampler.prompts] == [1.0, 1.0, 1.5]
+
+
+def test_samplers_scale_their_temperature_by_the_prompt():
+    from evosearch.samplers.base import Prompt
+    from evosearch.samplers.local import LocalSampler
+    from evosearch.samplers.openai_api import OpenAISampler
+    from evosearch.samplers.vllm_sampler import sampling_params_kwargs
+
+    prompt = Prompt(system="s", user="u", parents=["p"], functions=["f"], seed=3, temperature_scale=1.5)
+    openai = OpenAISampler("http://127.0.0.1:9/v1", "m", temperature=0.8)
+    assert openai._request(prompt, 1)[0]["temperature"] == pytest.approx(1.2)
+    kwargs = sampling_params_kwargs(prompt, n=1, temperature=0.8, top_p=None, answer_tokens=8, mode="chat")
+    assert kwargs["temperature"] == pytest.approx(1.2)
+    local = LocalSampler.__new__(LocalSampler)  # temperature_for reads only these two fields
+    local.temperature, local.temperature_spread = 0.8, 0.0
+    assert local.temperature_for(3, prompt.temperature_scale) == pytest.approx(1.2)
+
+
 def test_duplicate_retries_zero_records_the_duplicate_as_it_is(tmp_path):
     sampler = Scripted([DUPLICATE])
     engine, store = run(tmp_path, sampler, samples=1, edit_formats={"diff": 1.0}, duplicate_retries=0)

@@ -200,9 +200,10 @@ class LocalSampler(Sampler):
         with self._run_lock:
             self._held = []
 
-    def temperature_for(self, seed: int) -> float:
-        """This sample's temperature: a function of its seed, so reruns and resumes draw the same."""
-        return self.temperature * math.exp(self.temperature_spread * random.Random(seed).uniform(-1, 1))
+    def temperature_for(self, seed: int, scale: float = 1.0) -> float:
+        """This sample's temperature: a function of its seed (and the prompt's scale), so reruns and
+        resumes draw the same."""
+        return scale * self.temperature * math.exp(self.temperature_spread * random.Random(seed).uniform(-1, 1))
 
     # --- requests to the in-process server ----------------------------------------
     def _tokenize(self, server, text: str, bos: bool, special: bool) -> list[int]:
@@ -297,7 +298,7 @@ class LocalSampler(Sampler):
                 finish[0] = "code"
                 return True
             return False
-        temperature = self.temperature_for(prompt.seed)
+        temperature = self.temperature_for(prompt.seed, prompt.temperature_scale)
         self._request(server, {"prompt": tokens, "temperature": temperature, "max_tokens": self.max_tokens,
                                "seed": prompt.seed, "stop": [GEMMA_END], "stream": True}, on_chunk)
         if finish[0] and finish[0].startswith("error: "):
@@ -331,7 +332,7 @@ class LocalSampler(Sampler):
                 finish[0] = "loop"
                 return True
             return False
-        temperature = self.temperature_for(prompt.seed)
+        temperature = self.temperature_for(prompt.seed, prompt.temperature_scale)
         self._request(server, {"prompt": tokens, "temperature": temperature, "max_tokens": self.max_tokens,
                                "seed": prompt.seed, "stop": COMPLETION_STOPS, "stream": True}, on_chunk)
         if finish[0] and finish[0].startswith("error: "):

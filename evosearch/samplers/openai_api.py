@@ -234,7 +234,8 @@ class OpenAISampler(Sampler):
     # --- sampling ------------------------------------------------------------------
     def _request(self, prompt: Prompt, n: int) -> tuple[dict, list[str]]:
         """The request's arguments (but the client call) and its texts (to bound its prompt tokens)."""
-        args = dict(model=self.model, temperature=self.temperature, max_tokens=self.answer_tokens, seed=prompt.seed)
+        args = dict(model=self.model, temperature=self.temperature * prompt.temperature_scale,
+                    max_tokens=self.answer_tokens, seed=prompt.seed)
         if n > 1:
             args["n"] = n
         if self.top_p is not None:
@@ -250,7 +251,7 @@ class OpenAISampler(Sampler):
         return dict(args, messages=chat), [m["content"] for m in chat]
 
     async def sample(self, prompt: Prompt) -> Sample:
-        key = (self.mode, prompt.system, prompt.user, prompt.completion)
+        key = (self.mode, prompt.system, prompt.user, prompt.completion, prompt.temperature_scale)
         if (spare := self._spare.take(key)) is not None:
             return spare
         import openai

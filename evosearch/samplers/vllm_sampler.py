@@ -38,7 +38,7 @@ def sampling_params_kwargs(prompt: Prompt, *, n: int, temperature: float, top_p:
     """``vllm.SamplingParams`` keyword arguments for one sample's request."""
     from evosearch.samplers.local import COMPLETION_STOPS
 
-    kwargs = dict(n=n, temperature=temperature, max_tokens=answer_tokens, seed=prompt.seed)
+    kwargs = dict(n=n, temperature=temperature * prompt.temperature_scale, max_tokens=answer_tokens, seed=prompt.seed)
     if top_p is not None:
         kwargs["top_p"] = top_p
     if mode == "completion":  # end the function body where the next top-level statement starts
@@ -180,7 +180,7 @@ class VLLMSampler(Sampler):
     async def sample(self, prompt: Prompt) -> Sample:
         if self.mode == "completion" and not (prompt.completion and prompt.header):
             raise SamplerError("completion mode needs a prompt with completion text and a header")
-        key = (self.mode, prompt.system, prompt.user, prompt.completion)
+        key = (self.mode, prompt.system, prompt.user, prompt.completion, prompt.temperature_scale)
         if (spare := self._spare.take(key)) is not None:
             return spare
         texts = [prompt.completion] if self.mode == "completion" else \
