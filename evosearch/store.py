@@ -168,7 +168,7 @@ class Store:
                      tokens_out=tokens_out, retries=retries, cost=cost, rationale=rationale, **more)
 
     def set_aside(self, program_id: int, attempts: list) -> None:
-        """The evaluated answer is asked again (a duplicate of its parent): it moves into ``attempts`` and
+        """The evaluated answer is asked again (a duplicate of a known program): it moves into ``attempts`` and
         the row waits for a new answer (code cleared, so a restart asks again from the attempts)."""
         self._update(program_id, attempts=attempts, code=None)
 
