@@ -229,9 +229,10 @@ class TuningOperator:
     CMA-ES restarts (with a fresh step size) from the point it found, and a chain of tunings
     goes on while each one improves the best. One tuning runs at a time and a newer target
     replaces a waiting one (the newest best is the one worth tuning). An elite is tuned at
-    most once, with ``evaluations`` trials. Which trial: the k-th trial row of a tuning is the k-th row with sampler ``tune``
-    and that elite as its only parent, in id order, read from the store; so a restart finds the
-    trials asked before it (pending or done) and asks the next one, never one twice.
+    most once, with ``evaluations`` trials. Which trial: the k-th trial row of a tuning is the
+    k-th row with sampler ``tune`` and that elite as its only parent, in id order, read from the
+    store; so a restart finds the trials asked before it (pending or done) and asks the next
+    one, never one twice.
 
     ``tell`` must see every committed row in commit order (replay included); ``propose`` is
     asked for each new sample id and returns None when no trial can be asked now (the tuning's
