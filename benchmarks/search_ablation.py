@@ -3,6 +3,7 @@
     python benchmarks/search_ablation.py [--samples 300] [--seeds 0 1 2 3 4] [--arms default funsearch eps random]
         [--problem bin_packing|tsp] [--problem-options '{train_instances: 2, train_items: 500}']
         [--data-dir ../shared/data] [--tune-evals 24] [--curve] [--out runs/ablation] [--json ablation.json]
+        [--reuse-rows earlier.json --reuse-arms eps]
 
 Each (arm, seed) is one real run through the CLI (``python -m evosearch run``: real
 sandbox workers, real store), with the same sample budget. Arms:
@@ -23,6 +24,11 @@ sandbox workers, real store), with the same sample budget. Arms:
 * ``<arm>+tune`` any arm with constant tuning (``--tune-evals`` CMA-ES trials per new best); arms
                 without the suffix run with tuning off. The engine's default configuration
                 is ``default+tune`` (= ``exploit50+tune``).
+
+A run is a function of (arm, seed, code): the mutate sampler commits in order, so the
+same seed gives the same programs whatever the machine's load or ``--workers``.
+``--reuse-rows`` takes the rows of arms the code change did not touch (EPS: no tuning, no
+selection choice) from an earlier JSON of the same settings, instead of running them again.
 
 Samples (sampler calls) and evaluations (tuning trials included) are reported apart, so
 arms compare at equal sample budget (the runs) and at equal evaluation budget (the curve's
@@ -221,14 +227,25 @@ def main() -> None:
     ap.add_argument("--problem-options", default="{train_instances: 2, train_items: 500}",
                     help="bin packing options (smaller training set: the ablation fits a 2-core machine)")
     ap.add_argument("--out", default="runs/ablation", help="folder of the runs (an existing run is reused)")
+    ap.add_argument("--reuse-rows", default=None, help="a JSON this script wrote: take the rows of --reuse-arms from it "
+                    "instead of running them again (the mutate sampler's runs are deterministic: check one seed first)")
+    ap.add_argument("--reuse-arms", nargs="+", default=["eps"])
     ap.add_argument("--json", default=None, help="write rows and summary here (default: OUT/ablation.json)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    reused = {}
+    if args.reuse_rows:  # rows measured before, same settings: runs are a function of (arm, seed, code)
+        earlier = json.loads(Path(args.reuse_rows).read_text())
+        for key in ("samples", "problem", "problem_options", "data_dir"):
+            if earlier.get(key) != getattr(args, key):
+                raise SystemExit(f"--reuse-rows {args.reuse_rows}: {key} {earlier.get(key)!r} is not {getattr(args, key)!r}")
+        reused = {(r["arm"], r["seed"]): dict(r, reused_from=args.reuse_rows) for r in earlier["rows"]
+                  if r["arm"] in args.reuse_arms}
     rows = []
     for seed in args.seeds:  # seed-major: an interrupted ablation still has paired arms
         for arm in args.arms:
-            r = run_one(arm, seed, args, out)
+            r = reused.get((arm, seed)) or run_one(arm, seed, args, out)
             rows.append(r)
             print(f"{arm:10} seed {seed}: best test {r['best_test']:.4f} (seed {r['seed_test']:.4f})  "
                   f"held-out {r['best_test_metric']}  QD {r['qd_score']:.3f} over {r['cells']} cells  "
