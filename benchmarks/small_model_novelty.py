@@ -15,7 +15,7 @@ Counted per run, from its store (every sample, failures included):
   the run (the seed program included): the programs the search can actually use.
 * improvement: ok and better on the training split than every program before it (seed included).
 * asked again: answers set aside and asked again (``attempts``): ``asked_again`` all of them,
-  ``duplicate_asks`` those that were a functional duplicate of the program they edit
+  ``duplicate_asks`` those that were a functional duplicate of a known program
   (``--duplicate-retries``); each also spent tokens.
 * tuning trials (sampler ``tune``, constant tuning) are no samples: counted apart as ``trials``
   and ``trial_improvements``; their programs still count as seen for novelty.

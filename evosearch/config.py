@@ -118,11 +118,12 @@ class RunConfig:
                                       "several; a prompt cache then reuses the whole prompt)", minimum=1)
     edit_retries: int = knob(1, "times a rejected edit (outside the EVOLVE-BLOCKs, SEARCH text not found) is asked "
                                 "again with the reason shown to the model", minimum=0)
-    duplicate_retries: int | None = knob(None, "times a child that is a functional duplicate of a known program "
-                                               "(the one it edits, or any the evaluator has seen: same outputs on "
-                                               "the probe inputs) is asked again, told so, 1.5x hotter; the "
-                                               "duplicate stays in the row's attempts. Default: 1 for LLM "
-                                               "samplers, 0 for mutate", minimum=0)
+    # Off by default: with the embedded model it doubled the model calls and found no more novel programs
+    # (benchmarks/small_model_novelty.json); a model that follows the reason given may do better.
+    duplicate_retries: int = knob(0, "times a child that is a functional duplicate of a known program (the one "
+                                     "it edits, or any the evaluator has seen: same outputs on the probe inputs) "
+                                     "is asked again, told so, 1.5x hotter; the duplicate stays in the row's "
+                                     "attempts", minimum=0)
     insights_interval: int = knob(0, "every N samples the model summarises what worked and what failed so far "
                                      "(CoEvo insights, shown in later prompts); 0: off", minimum=0)
     models: dict = knob({}, "several samplers in one run, picked per sample by a cost-aware UCB bandit: name -> "

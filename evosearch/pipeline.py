@@ -85,10 +85,7 @@ class Pipeline:
         parent (same functional hash) or any program evaluated before (the evaluator's cache hit)."""
         if not result.ok or not result.functional_hash:
             return None
-        allowed = self.config.duplicate_retries
-        if allowed is None:
-            allowed = 1 if getattr(ask.source, "llm", False) else 0
-        if _duplicate_asks(attempts) >= allowed:
+        if _duplicate_asks(attempts) >= self.config.duplicate_retries:
             return None
         if ask.parents:
             parent = self.store.get(ask.parents[-1])

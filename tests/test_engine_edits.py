@@ -34,9 +34,8 @@ class Scripted(Sampler):
 
 
 def run(tmp_path, sampler, wrap=lambda evaluator: evaluator, **knobs):
-    # Scripted answers are often duplicates of their parent: a test that wants them asked again says so.
     config = make_config({"problem": "bin_packing", "problem_options": OPTIONS, "workers": 1, "concurrency": 1,
-                          "islands": 1, "quiet": True, "duplicate_retries": 0, **knobs})
+                          "islands": 1, "quiet": True, **knobs})
     problem = load_problem("bin_packing", None, 0, OPTIONS)
     store = Store(tmp_path / "evosearch.db")
 
@@ -117,9 +116,9 @@ def test_samplers_scale_their_temperature_by_the_prompt():
     assert local.temperature_for(3, prompt.temperature_scale) == pytest.approx(1.2)
 
 
-def test_duplicate_retries_zero_records_the_duplicate_as_it_is(tmp_path):
+def test_by_default_a_duplicate_is_recorded_as_it_is(tmp_path):
     sampler = Scripted([DUPLICATE])
-    engine, store = run(tmp_path, sampler, samples=1, edit_formats={"diff": 1.0}, duplicate_retries=0)
+    engine, store = run(tmp_path, sampler, samples=1, edit_formats={"diff": 1.0})
     row = store.get(1)
     assert row["duplicate_of"] == 0 and row["cache_hit"] == "functional" and row["attempts"] is None
     assert len(sampler.prompts) == 1

@@ -336,10 +336,7 @@ def test_a_run_saved_before_the_rename_resumes_with_its_answer_limit(tmp_path):
 
 # --- whole runs through the CLI ---------------------------------------------------------
 
-# The fake's answers often repeat their parent: they are not asked again here, so every request is the test's own
-# (asking again: tests/test_engine_edits.py).
-SMALL = ["--problem-options", "{train_items: 200, test_items: 300}", "--workers", "1", "--islands", "1", "--quiet",
-         "--duplicate-retries", "0"]
+SMALL = ["--problem-options", "{train_items: 200, test_items: 300}", "--workers", "1", "--islands", "1", "--quiet"]
 
 
 def evosearch(*args) -> subprocess.CompletedProcess:
