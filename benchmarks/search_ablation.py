@@ -239,7 +239,8 @@ def main() -> None:
         earlier = json.loads(Path(args.reuse_rows).read_text())
         for key in ("samples", "problem", "problem_options", "data_dir"):
             if earlier.get(key) != getattr(args, key):
-                raise SystemExit(f"--reuse-rows {args.reuse_rows}: {key} {earlier.get(key)!r} is not {getattr(args, key)!r}")
+                raise SystemExit(f"--reuse-rows {args.reuse_rows}: {key} {earlier.get(key)!r} "
+                                 f"is not {getattr(args, key)!r}")
         reused = {(r["arm"], r["seed"]): dict(r, reused_from=args.reuse_rows) for r in earlier["rows"]
                   if r["arm"] in args.reuse_arms}
     rows = []

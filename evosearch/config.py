@@ -90,9 +90,9 @@ class RunConfig:
     cluster_temperature: float = knob(0.1, "FunSearch's T0 for --selection boltzmann (T = T0 (1 - (n mod N) / N))",
                                       minimum=0.0001)
     cluster_temperature_period: int = knob(30000, "FunSearch's N for --selection boltzmann", minimum=1)
-    tune_evals: int = knob(24, "constant tuning: each new best of the run (a tuning's own trials included) gets this many "
-                              "CMA-ES trials of its numeric literals, each evaluated and recorded like a sample but "
-                              "outside --samples, which counts sampler calls only (0: off)", minimum=0)
+    tune_evals: int = knob(24, "constant tuning: each new best of the run (a tuning's own trials included) gets "
+                              "this many CMA-ES trials of its numeric literals, each evaluated and recorded like a "
+                              "sample but outside --samples, which counts sampler calls only (0: off)", minimum=0)
     inspirations: int = knob(0, "extra elites from other cells shown in each prompt as inspirations", minimum=0)
     runtime_descriptor: bool = knob(False, "add measured evaluation time (log10 seconds) as a behaviour axis; "
                                            "wall-clock, so runs stop being exactly repeatable")
