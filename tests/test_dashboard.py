@@ -53,8 +53,10 @@ def test_dashboard_follows_a_live_run_and_compares_runs(server, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     live = tmp_path / "live"
+    # A budget it never reaches: the test ends it with Ctrl-C. (2,000 samples of cache hits once finished
+    # before a slow browser start had watched it grow.)
     run = subprocess.Popen([sys.executable, "-m", "evosearch", "run", "bin_packing", "--sampler", "mutate",
-                            "--samples", "2000", "--seed", "0", "--out", str(live), *SMALL],
+                            "--samples", "1000000", "--seed", "0", "--out", str(live), *SMALL],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         async def watch():
