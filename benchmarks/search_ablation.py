@@ -2,8 +2,8 @@
 
     python benchmarks/search_ablation.py [--samples 300] [--seeds 0 1 2 3 4] [--arms default funsearch eps random]
         [--problem bin_packing|tsp] [--problem-options '{train_instances: 2, train_items: 500}']
-        [--data-dir ../shared/data] [--tune-evals 24] [--curve] [--out runs/ablation] [--json ablation.json]
-        [--reuse-rows earlier.json --reuse-arms eps]
+        [--data-dir ../shared/data] [--tune-evals 24] [--tune-patience 100] [--curve] [--out runs/ablation]
+        [--json ablation.json] [--reuse-rows earlier.json --reuse-arms eps]
 
 Each (arm, seed) is one real run through the CLI (``python -m evosearch run``: real
 sandbox workers, real store), with the same sample budget. Arms:
@@ -21,7 +21,8 @@ sandbox workers, real store), with the same sample budget. Arms:
 * ``uniform``   the default islands with MAP-Elites' uniform selection (the default
                 before ``exploit``); ``exploit30``/``exploit50``/``exploit80``: the
                 ``exploit`` selection with that share of exploiting prompts.
-* ``<arm>+tune`` any arm with constant tuning (``--tune-evals`` CMA-ES trials per new best); arms
+* ``<arm>+tune`` any arm with constant tuning (``--tune-evals`` CMA-ES trials per new best and, after
+                ``--tune-patience`` samples without one, for the best untuned program); arms
                 without the suffix run with tuning off. The engine's default configuration
                 is ``default+tune`` (= ``exploit50+tune``).
 
@@ -87,7 +88,8 @@ def arm_args(arm: str, args) -> list[str]:
     if base not in ARMS:
         raise SystemExit(f"unknown arm {arm!r} (known: {', '.join(ARMS)}, each also with {TUNE})")
     extra = [a.format(reset=max(1, args.samples // 4)) for a in ARMS[base]]
-    return extra + ["--tune-evals", str(args.tune_evals if tuned else 0)]
+    return extra + ["--tune-evals", str(args.tune_evals if tuned else 0),
+                    "--tune-patience", str(args.tune_patience)]
 
 
 def qd_score(db: Path, axes, offset: float) -> tuple[float, int]:
@@ -222,6 +224,8 @@ def main() -> None:
     ap.add_argument("--problem", default="bin_packing", choices=sorted(CURVE_METRIC))
     ap.add_argument("--data-dir", default=None, help="public benchmark data (bin packing's held-out: Weibull 5k)")
     ap.add_argument("--tune-evals", type=int, default=24, help="CMA-ES trials per tuning in +tune arms")
+    ap.add_argument("--tune-patience", type=int, default=100,
+                    help="+tune arms: samples without a new best before the best untuned program is tuned (0: off)")
     ap.add_argument("--curve", action="store_true", help="held-out excess of the best-so-far at checkpoints")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--problem-options", default="{train_instances: 2, train_items: 500}",
@@ -292,7 +296,8 @@ def main() -> None:
             print(f"{arm:15}" + "".join(cells))
     path = Path(args.json) if args.json else out / "ablation.json"
     path.write_text(json.dumps({"benchmark": "search_ablation", "problem": args.problem, "samples": args.samples,
-                                "seeds": args.seeds, "tune_evals": args.tune_evals, "data_dir": args.data_dir,
+                                "seeds": args.seeds, "tune_evals": args.tune_evals,
+                                "tune_patience": args.tune_patience, "data_dir": args.data_dir,
                                 "problem_options": args.problem_options, "command": " ".join(sys.argv),
                                 "rows": rows, "summary": summary}, indent=2))
 

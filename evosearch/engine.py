@@ -74,7 +74,7 @@ class Engine:
                                             island_kwargs=island_kwargs(c))
         functions = list(evolvable_functions(problem.skeleton))
         if c.tune_evals:  # constant tuning (evosearch/tuning.py): an operator asked before the sampler
-            operators = [*(operators or []), TuningOperator(store, c.seed, c.tune_evals)]
+            operators = [*(operators or []), TuningOperator(store, c.seed, c.tune_evals, patience=c.tune_patience)]
         self.committer = Committer(c, store, self.archipelago, axes(problem, c), progress, operators,
                                    qd_every=max(1, c.samples // 50),
                                    bandit=sampler is not None and sampler.arms is not None)

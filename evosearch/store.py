@@ -261,6 +261,11 @@ class Store:
                 done.append(_decode(row))
         return done, pending
 
+    def top(self, where: str = "1", params: tuple = (), limit: int = 1) -> list[dict]:
+        """Up to ``limit`` rows matching ``where`` (undecoded), best score first, ties in id order."""
+        return [dict(r) for r in self.db.execute(f"SELECT * FROM programs WHERE {where} "
+                                                 "ORDER BY score DESC, id LIMIT ?", (*params, limit))]
+
     def count(self, where: str = "1", params: tuple = ()) -> int:
         return self.db.execute(f"SELECT COUNT(*) FROM programs WHERE {where}", params).fetchone()[0]
 

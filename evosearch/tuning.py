@@ -227,12 +227,15 @@ class TuningOperator:
     When: a committed program that beats every result before it becomes the tuning target,
     a trial included: a trial that sets a new best is tuned again once its tuning ends, so
     CMA-ES restarts (with a fresh step size) from the point it found, and a chain of tunings
-    goes on while each one improves the best. One tuning runs at a time and a newer target
-    replaces a waiting one (the newest best is the one worth tuning). An elite is tuned at
-    most once, with ``evaluations`` trials. Which trial: the k-th trial row of a tuning is the
-    k-th row with sampler ``tune`` and that elite as its only parent, in id order, read from the
-    store; so a restart finds the trials asked before it (pending or done) and asks the next
-    one, never one twice.
+    goes on while each one improves the best. When the search stalls (``patience`` sampler rows
+    committed since the best last improved or a tuning last ended), the highest-scoring program
+    a sampler wrote that was not tuned yet (first of its functional class) is tuned: a restart
+    from another point of the plateau, where CMA-ES on the best alone has found nothing. One
+    tuning runs at a time and a newer target replaces a waiting one (the newest best is the one
+    worth tuning). An elite is tuned at most once, with ``evaluations`` trials. Which trial: the
+    k-th trial row of a tuning is the k-th row with sampler ``tune`` and that elite as its only
+    parent, in id order, read from the store; so a restart finds the trials asked before it
+    (pending or done) and asks the next one, never one twice.
 
     ``tell`` must see every committed row in commit order (replay included); ``propose`` is
     asked for each new sample id and returns None when no trial can be asked now (the tuning's
@@ -241,10 +244,13 @@ class TuningOperator:
 
     name = NAME
 
-    def __init__(self, store, run_seed: int, evaluations: int, sigma0: float = SIGMA0):
+    def __init__(self, store, run_seed: int, evaluations: int, sigma0: float = SIGMA0, patience: int = 0):
         if evaluations < 1:
             raise ValueError(f"a tuning needs at least 1 evaluation, got {evaluations}")
         self.store, self.run_seed, self.evaluations, self.sigma0 = store, run_seed, int(evaluations), sigma0
+        self.patience = int(patience)  # 0: no stall restarts
+        self.stale = 0  # sampler rows committed since the best last improved or a tuning last ended
+        self.commits = 0  # rows told: the commit_seq of the next one
         self.best = -math.inf
         self.active: Tuning | None = None
         self.elite: int | None = None  # the active tuning's elite
@@ -274,17 +280,31 @@ class TuningOperator:
             self.tunings += 1
 
     def tell(self, row: dict) -> None:
+        seq, self.commits = self.commits, self.commits + 1
         ok = row["status"] == "ok" and row["score"] is not None
         if row["sampler"] == NAME:
             if self.active is not None and row["parents"] == [self.elite]:
                 self.active.tell(self._trials(self.elite, below=row["id"]), row["score"] if ok else None)
                 if self.active.done():
                     self.active = self.elite = self.island = None
+                    self.stale = 0
+        else:
+            self.stale += 1
         if ok and row["score"] > self.best and row["id"] > 0 and row["id"] not in self.tuned:
             self.waiting = (row["id"], row["island"])
-        if ok:
-            self.best = max(self.best, row["score"])
+        if ok and row["score"] > self.best:
+            self.best, self.stale = row["score"], 0
+        if self.patience and self.stale >= self.patience and self.active is None and self.waiting is None:
+            self.waiting, self.stale = self._plateau_target(seq), 0
         self._start()
+
+    def _plateau_target(self, seq: int) -> tuple[int, int | None] | None:
+        """(id, island) of the best untuned program a sampler wrote, committed at ``seq`` or before
+        (so a replay, which reads a store holding later rows too, picks the same one)."""
+        rows = self.store.top("status = 'ok' AND sampler != ? AND duplicate_of IS NULL "
+                              "AND commit_seq <= ?", (NAME, seq), limit=len(self.tuned) + 1)
+        # The seed belongs to every island; its trials go to the first one.
+        return next(((r["id"], r["island"] or 0) for r in rows if r["id"] not in self.tuned), None)
 
     def propose(self, i: int) -> Trial | None:
         """The trial to ask as sample ``i``, or None."""

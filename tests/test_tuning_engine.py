@@ -1,5 +1,6 @@
-"""Constant tuning in a real run (real CLI, sandbox, store): trials are normal program rows, and a run
-killed with SIGKILL mid-tuning resumes without losing or repeating an evaluation."""
+"""Constant tuning in a real run (real CLI, sandbox, store): trials are normal program rows, a stalled
+search tunes the best untuned program, and a run killed with SIGKILL mid-tuning resumes without losing
+or repeating an evaluation."""
 from __future__ import annotations
 
 import json
@@ -43,10 +44,18 @@ class Curve(Problem):
         return {"score": -sum((y - (1.7 * x * x - 0.6 * x + 0.4)) ** 2 for x, y in zip(xs, ys)),
                 "slope": ys[-1] - ys[0]}
 '''
+# The same fit scored in steps of 10: plateaus, where the search stalls and tunings start there.
+PLATEAU_PROBLEM = PROBLEM.replace("import time", "import math\nimport time").replace(
+    'return {"score": -sum((y - (1.7 * x * x - 0.6 * x + 0.4)) ** 2 for x, y in zip(xs, ys)),',
+    'return {"score": -10 * math.ceil(0.1 * sum((y - (1.7 * x * x - 0.6 * x + 0.4)) ** 2 for x, y in zip(xs, ys))),')
+assert PLATEAU_PROBLEM.count("math.ceil") == 1
 SKELETON = "# EVOLVE-BLOCK-START\ndef f(x):\n    return 1.0 * x * x + 0.5 * x + 1.0\n# EVOLVE-BLOCK-END\n"
 TUNE_EVALS = 12
 ARGS = ["--sampler", "mutate", "--samples", "40", "--seed", "0", "--selection", "best", "--islands", "1",
         "--parents", "1", "--tune-evals", str(TUNE_EVALS), "--workers", "2", "--quiet"]
+PATIENCE = 4
+PLATEAU_EVALS = 10  # more than one CMA-ES generation (7 for 3 literals): a kill can land mid-tuning
+PLATEAU_ARGS = [*ARGS, "--tune-evals", str(PLATEAU_EVALS), "--tune-patience", str(PATIENCE)]  # later flags win
 
 
 def evosearch(*args, check=True) -> subprocess.CompletedProcess:
@@ -84,6 +93,36 @@ def tuned_run(problem, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def plateau_problem(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("problems") / "steps"
+    folder.mkdir()
+    (folder / "skeleton.py").write_text(SKELETON)
+    (folder / "problem.py").write_text(PLATEAU_PROBLEM)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def plateau_run(plateau_problem, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "plateau"
+    evosearch("run", str(plateau_problem), "--out", str(out), *PLATEAU_ARGS)
+    return out
+
+
+def new_best(recorded: dict[int, dict], e: int) -> bool:
+    return e > 0 and recorded[e]["score"] is not None and recorded[e]["score"] > max(
+        r["score"] for r in recorded.values() if r["id"] < e and r["score"] is not None)
+
+
+def tunings(recorded: dict[int, dict]) -> dict[int, list[dict]]:
+    """Trial rows per tuned elite."""
+    by_elite: dict[int, list[dict]] = {}
+    for r in recorded.values():
+        if r["sampler"] == "tune":
+            by_elite.setdefault(json.loads(r["parents"])[0], []).append(r)
+    return by_elite
+
+
 def test_a_tuned_child_is_a_normal_program_row(tuned_run):
     recorded = {r["id"]: r for r in rows(tuned_run)}
     trials = [r for r in recorded.values() if r["sampler"] == "tune"]
@@ -105,9 +144,7 @@ def test_a_tuned_child_is_a_normal_program_row(tuned_run):
     assert all(len(t) <= TUNE_EVALS for t in by_elite.values())
     # Each tuned elite was a new best when committed; a trial that set a new best was tuned again
     # (a chain), only once its own tuning had asked all its trials.
-    for elite in by_elite:
-        assert recorded[elite]["score"] > max(r["score"] for r in recorded.values()
-                                              if r["id"] < elite and r["score"] is not None)
+    assert all(new_best(recorded, e) for e in by_elite)
     chained = [e for e in by_elite if recorded[e]["sampler"] == "tune"]
     assert chained, "no trial that set a new best was tuned again"
     for e in chained:
@@ -127,6 +164,29 @@ def test_a_tuned_child_is_a_normal_program_row(tuned_run):
     assert run["state"] == "complete"
 
 
+def test_a_stalled_search_tunes_the_best_untuned_program(plateau_run):
+    recorded = {r["id"]: r for r in rows(plateau_run)}
+    by_elite = tunings(recorded)
+    first_trial = {e: min(r["id"] for r in ts) for e, ts in by_elite.items()}
+    plateau = [e for e in by_elite if not new_best(recorded, e)]
+    assert plateau, "no tuning on a plateau"
+    for e in plateau:
+        # A program a sampler wrote, first of its functional class, tuned once.
+        assert recorded[e]["sampler"] in ("seed", "mutate") and recorded[e]["duplicate_of"] is None
+        assert recorded[e]["status"] == "ok" and len(by_elite[e]) <= PLATEAU_EVALS
+        # The best such program not tuned before: every rival committed before the stall was noticed
+        # (ids below the first trial's, less the samples still in flight then) scores at most as well.
+        tuned_before = {o for o in by_elite if first_trial[o] < first_trial[e]}
+        rivals = [r["score"] for r in recorded.values() if r["status"] == "ok" and r["sampler"] != "tune"
+                  and r["duplicate_of"] is None and r["id"] not in tuned_before and r["id"] < first_trial[e] - 3]
+        assert recorded[e]["score"] >= max(rivals)
+        # It waited for the stall: at least PATIENCE samples were asked before its first trial.
+        assert sum(r["sampler"] != "tune" for r in recorded.values() if r["id"] < first_trial[e]) > PATIENCE
+    # Without patience, a tuned elite is always a new best (the smooth run's rule).
+    smooth = [e for e in by_elite if new_best(recorded, e)]
+    assert smooth and len(plateau) + len(smooth) == len(by_elite)
+
+
 def test_same_seed_same_tuned_run(problem, tuned_run, tmp_path):
     evosearch("run", str(problem), "--out", str(tmp_path / "again"), *ARGS)
     assert [tuple(r[k] for k in KEY) for r in rows(tmp_path / "again")] == \
@@ -134,8 +194,18 @@ def test_same_seed_same_tuned_run(problem, tuned_run, tmp_path):
 
 
 def test_sigkill_mid_tuning_then_resume_loses_and_repeats_no_evaluation(problem, tuned_run, tmp_path):
+    kill_mid_tuning_and_resume(problem, ARGS, tuned_run, tmp_path, TUNE_EVALS)
+
+
+def test_plateau_tunings_resume_exactly(plateau_problem, plateau_run, tmp_path):
+    """Killed mid-tuning after a plateau tuning: the replay finds the same stall and the same targets."""
+    kill_mid_tuning_and_resume(plateau_problem, PLATEAU_ARGS, plateau_run, tmp_path, PLATEAU_EVALS,
+                               after=lambda recorded: any(not new_best(recorded, e) for e in tunings(recorded)))
+
+
+def kill_mid_tuning_and_resume(problem, args, reference_run, tmp_path, evals, after=lambda recorded: True):
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "evosearch", "run", str(problem), "--out", str(out), *ARGS],
+    proc = subprocess.Popen([sys.executable, "-m", "evosearch", "run", str(problem), "--out", str(out), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     mid = False
@@ -145,10 +215,10 @@ def test_sigkill_mid_tuning_then_resume_loses_and_repeats_no_evaluation(problem,
         except sqlite3.OperationalError:
             now = []  # the database or its schema is not there yet
         trials = [r for r in now if r["sampler"] == "tune"]
-        if trials:
+        if trials and after({r["id"]: r for r in now}):
             last = [r for r in trials if r["parents"] == trials[-1]["parents"]]
             # Mid-tuning: some of the tuning's trials done, not all of them asked yet.
-            if 2 <= sum(r["status"] != "pending" for r in last) and len(last) < TUNE_EVALS:
+            if 2 <= sum(r["status"] != "pending" for r in last) and len(last) < evals:
                 mid = True
                 break
         time.sleep(0.02)
@@ -158,15 +228,16 @@ def test_sigkill_mid_tuning_then_resume_loses_and_repeats_no_evaluation(problem,
     before = rows(out)
 
     evosearch("run", "--resume", str(out), "--quiet")
-    after = {r["id"]: r for r in rows(out)}
+    after_resume = {r["id"]: r for r in rows(out)}
     for r in before:  # nothing recorded before the kill is lost; what was evaluated stays as it was
-        assert r["id"] in after
+        assert r["id"] in after_resume
         if r["status"] != "pending":
-            assert tuple(after[r["id"]][k] for k in KEY) == tuple(r[k] for k in KEY)
+            assert tuple(after_resume[r["id"]][k] for k in KEY) == tuple(r[k] for k in KEY)
     # The resumed run is the uninterrupted one: every trial once, the same trials, in the same places.
-    reference = rows(tuned_run)
-    assert [tuple(after[i][k] for k in KEY) for i in sorted(after)] == [tuple(r[k] for k in KEY) for r in reference]
-    trial_codes = [(r["parents"], r["code"]) for r in after.values() if r["sampler"] == "tune"]
+    reference = rows(reference_run)
+    assert [tuple(after_resume[i][k] for k in KEY) for i in sorted(after_resume)] == \
+        [tuple(r[k] for k in KEY) for r in reference]
+    trial_codes = [(r["parents"], r["code"]) for r in after_resume.values() if r["sampler"] == "tune"]
     assert len(trial_codes) == len(set(trial_codes))
 
 
