@@ -2,7 +2,7 @@
 
     python benchmarks/search_ablation.py [--samples 300] [--seeds 0 1 2 3 4] [--arms default funsearch eps random]
         [--problem bin_packing|tsp] [--problem-options '{train_instances: 2, train_items: 500}']
-        [--data-dir ../shared/data] [--tune-evals 24] [--tune-patience 100] [--curve] [--out runs/ablation]
+        [--data-dir ../shared/data] [--tune-evals 24] [--tune-patience 0] [--curve] [--out runs/ablation]
         [--json ablation.json] [--reuse-rows earlier.json --reuse-arms eps]
 
 Each (arm, seed) is one real run through the CLI (``python -m evosearch run``: real
@@ -224,7 +224,7 @@ def main() -> None:
     ap.add_argument("--problem", default="bin_packing", choices=sorted(CURVE_METRIC))
     ap.add_argument("--data-dir", default=None, help="public benchmark data (bin packing's held-out: Weibull 5k)")
     ap.add_argument("--tune-evals", type=int, default=24, help="CMA-ES trials per tuning in +tune arms")
-    ap.add_argument("--tune-patience", type=int, default=100,
+    ap.add_argument("--tune-patience", type=int, default=0,
                     help="+tune arms: samples without a new best before the best untuned program is tuned (0: off)")
     ap.add_argument("--curve", action="store_true", help="held-out excess of the best-so-far at checkpoints")
     ap.add_argument("--workers", type=int, default=2)

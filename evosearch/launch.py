@@ -58,8 +58,6 @@ def saved_config(run_dir: Path) -> dict:
         raise RunDirError(f"{run_dir / 'config.yaml'} is damaged: not a mapping")
     if "max_tokens" in saved and "answer_tokens" not in saved:  # before the rename, max_tokens capped each answer
         saved["answer_tokens"] = saved.pop("max_tokens")
-    if "tune_evals" in saved and "tune_patience" not in saved:  # made before plateau tunings: resume as it ran
-        saved["tune_patience"] = 0
     return saved
 
 

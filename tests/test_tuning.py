@@ -150,17 +150,3 @@ def test_a_single_literal_is_tuned():
     values = {literals(c)[0].value for c in _run(tuning, _quadratic, 12)}
     assert len(values) == 12 and tuning.done()
 
-
-def test_a_run_made_before_plateau_tunings_resumes_without_them(tmp_path):
-    """Its config.yaml has no tune_patience: the resume replays the run as it ran (0), a newer run keeps its own."""
-    import yaml
-
-    from evosearch.launch import saved_config
-    from evosearch.store import Store
-
-    Store(tmp_path / "evosearch.db").close()
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"problem": "bin_packing", "tune_evals": 24}))
-    assert saved_config(tmp_path)["tune_patience"] == 0
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"problem": "bin_packing", "tune_evals": 24,
-                                                          "tune_patience": 100}))
-    assert saved_config(tmp_path)["tune_patience"] == 100

@@ -77,36 +77,38 @@ def rows(run_dir: Path) -> list[dict]:
 KEY = ("id", "status", "score", "code", "parents", "sampler", "island")
 
 
-@pytest.fixture(scope="module")
-def problem(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("problems") / "curve"
+def make_problem(tmp_path_factory, name: str, source: str) -> Path:
+    folder = tmp_path_factory.mktemp("problems") / name
     folder.mkdir()
     (folder / "skeleton.py").write_text(SKELETON)
-    (folder / "problem.py").write_text(PROBLEM)
+    (folder / "problem.py").write_text(source)
     return folder
+
+
+def make_run(tmp_path_factory, name: str, problem: Path, args: list[str]) -> Path:
+    out = tmp_path_factory.mktemp("runs") / name
+    evosearch("run", str(problem), "--out", str(out), *args)
+    return out
+
+
+@pytest.fixture(scope="module")
+def problem(tmp_path_factory) -> Path:
+    return make_problem(tmp_path_factory, "curve", PROBLEM)
 
 
 @pytest.fixture(scope="module")
 def tuned_run(problem, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "tuned"
-    evosearch("run", str(problem), "--out", str(out), *ARGS)
-    return out
+    return make_run(tmp_path_factory, "tuned", problem, ARGS)
 
 
 @pytest.fixture(scope="module")
 def plateau_problem(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("problems") / "steps"
-    folder.mkdir()
-    (folder / "skeleton.py").write_text(SKELETON)
-    (folder / "problem.py").write_text(PLATEAU_PROBLEM)
-    return folder
+    return make_problem(tmp_path_factory, "steps", PLATEAU_PROBLEM)
 
 
 @pytest.fixture(scope="module")
 def plateau_run(plateau_problem, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "plateau"
-    evosearch("run", str(plateau_problem), "--out", str(out), *PLATEAU_ARGS)
-    return out
+    return make_run(tmp_path_factory, "plateau", plateau_problem, PLATEAU_ARGS)
 
 
 def new_best(recorded: dict[int, dict], e: int) -> bool:
