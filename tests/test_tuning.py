@@ -149,4 +149,3 @@ def test_a_single_literal_is_tuned():
     tuning = Tuning(one, seed=0, evaluations=12)
     values = {literals(c)[0].value for c in _run(tuning, _quadratic, 12)}
     assert len(values) == 12 and tuning.done()
-
