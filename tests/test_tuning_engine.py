@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -77,38 +78,32 @@ def rows(run_dir: Path) -> list[dict]:
 KEY = ("id", "status", "score", "code", "parents", "sampler", "island")
 
 
-def make_problem(tmp_path_factory, name: str, source: str) -> Path:
+@dataclass(frozen=True)
+class Case:
+    problem: Path  # the problem folder
+    args: list[str]
+    evals: int  # trials per tuning
+    run: Path  # the uninterrupted reference run
+
+
+def make_case(tmp_path_factory, name: str, source: str, args: list[str], evals: int) -> Case:
     folder = tmp_path_factory.mktemp("problems") / name
     folder.mkdir()
     (folder / "skeleton.py").write_text(SKELETON)
     (folder / "problem.py").write_text(source)
-    return folder
-
-
-def make_run(tmp_path_factory, name: str, problem: Path, args: list[str]) -> Path:
     out = tmp_path_factory.mktemp("runs") / name
-    evosearch("run", str(problem), "--out", str(out), *args)
-    return out
+    evosearch("run", str(folder), "--out", str(out), *args)
+    return Case(folder, args, evals, out)
 
 
 @pytest.fixture(scope="module")
-def problem(tmp_path_factory) -> Path:
-    return make_problem(tmp_path_factory, "curve", PROBLEM)
+def smooth(tmp_path_factory) -> Case:
+    return make_case(tmp_path_factory, "curve", PROBLEM, ARGS, TUNE_EVALS)
 
 
 @pytest.fixture(scope="module")
-def tuned_run(problem, tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory, "tuned", problem, ARGS)
-
-
-@pytest.fixture(scope="module")
-def plateau_problem(tmp_path_factory) -> Path:
-    return make_problem(tmp_path_factory, "steps", PLATEAU_PROBLEM)
-
-
-@pytest.fixture(scope="module")
-def plateau_run(plateau_problem, tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory, "plateau", plateau_problem, PLATEAU_ARGS)
+def plateau(tmp_path_factory) -> Case:
+    return make_case(tmp_path_factory, "steps", PLATEAU_PROBLEM, PLATEAU_ARGS, PLATEAU_EVALS)
 
 
 def new_best(recorded: dict[int, dict], e: int) -> bool:
@@ -125,8 +120,8 @@ def tunings(recorded: dict[int, dict]) -> dict[int, list[dict]]:
     return by_elite
 
 
-def test_a_tuned_child_is_a_normal_program_row(tuned_run):
-    recorded = {r["id"]: r for r in rows(tuned_run)}
+def test_a_tuned_child_is_a_normal_program_row(smooth):
+    recorded = {r["id"]: r for r in rows(smooth.run)}
     trials = [r for r in recorded.values() if r["sampler"] == "tune"]
     assert trials, "no tuning happened"
     by_elite: dict[int, list[dict]] = {}
@@ -155,19 +150,19 @@ def test_a_tuned_child_is_a_normal_program_row(tuned_run):
     # CMA-ES on a smooth score beats the elite it started from at least once.
     assert any(max(t["score"] for t in ts) > recorded[e]["score"] for e, ts in by_elite.items())
     # Samples (sampler calls) and evaluations are reported apart.
-    summary = json.loads((tuned_run / "summary.json").read_text())
+    summary = json.loads((smooth.run / "summary.json").read_text())
     assert summary["samples"] == 40
     assert summary["tuning"] == {"trials": len(trials), "tunings": len(by_elite)}
     assert summary["evaluations"] == 40 + len(trials)
     # ... and so does the report (evosearch report / dashboard).
     from evosearch.report import load_run
-    run = load_run(tuned_run)["run"]
+    run = load_run(smooth.run)["run"]
     assert (run["samples"], run["evaluations"], run["trials"]) == (40, 40 + len(trials), len(trials))
     assert run["state"] == "complete"
 
 
-def test_a_stalled_search_tunes_the_best_untuned_program(plateau_run):
-    recorded = {r["id"]: r for r in rows(plateau_run)}
+def test_a_stalled_search_tunes_the_best_untuned_program(plateau):
+    recorded = {r["id"]: r for r in rows(plateau.run)}
     by_elite = tunings(recorded)
     first_trial = {e: min(r["id"] for r in ts) for e, ts in by_elite.items()}
     plateau = [e for e in by_elite if not new_best(recorded, e)]
@@ -189,26 +184,26 @@ def test_a_stalled_search_tunes_the_best_untuned_program(plateau_run):
     assert smooth and len(plateau) + len(smooth) == len(by_elite)
 
 
-def test_same_seed_same_tuned_run(problem, tuned_run, tmp_path):
-    evosearch("run", str(problem), "--out", str(tmp_path / "again"), *ARGS)
+def test_same_seed_same_tuned_run(smooth, tmp_path):
+    evosearch("run", str(smooth.problem), "--out", str(tmp_path / "again"), *ARGS)
     assert [tuple(r[k] for k in KEY) for r in rows(tmp_path / "again")] == \
-        [tuple(r[k] for k in KEY) for r in rows(tuned_run)]
+        [tuple(r[k] for k in KEY) for r in rows(smooth.run)]
 
 
-def test_sigkill_mid_tuning_then_resume_loses_and_repeats_no_evaluation(problem, tuned_run, tmp_path):
-    kill_mid_tuning_and_resume(problem, ARGS, tuned_run, tmp_path, TUNE_EVALS)
+def test_sigkill_mid_tuning_then_resume_loses_and_repeats_no_evaluation(smooth, tmp_path):
+    kill_mid_tuning_and_resume(smooth, tmp_path)
 
 
-def test_plateau_tunings_resume_exactly(plateau_problem, plateau_run, tmp_path):
+def test_plateau_tunings_resume_exactly(plateau, tmp_path):
     """Killed mid-tuning after a plateau tuning: the replay finds the same stall and the same targets."""
-    kill_mid_tuning_and_resume(plateau_problem, PLATEAU_ARGS, plateau_run, tmp_path, PLATEAU_EVALS,
+    kill_mid_tuning_and_resume(plateau, tmp_path,
                                after=lambda recorded: any(not new_best(recorded, e) for e in tunings(recorded)))
 
 
-def kill_mid_tuning_and_resume(problem, args, reference_run, tmp_path, evals, after=lambda recorded: True):
+def kill_mid_tuning_and_resume(case: Case, tmp_path, after=lambda recorded: True):
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "evosearch", "run", str(problem), "--out", str(out), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    command = [sys.executable, "-m", "evosearch", "run", str(case.problem), "--out", str(out), *case.args]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     mid = False
     while time.monotonic() < deadline and proc.poll() is None:
@@ -220,7 +215,7 @@ def kill_mid_tuning_and_resume(problem, args, reference_run, tmp_path, evals, af
         if trials and after({r["id"]: r for r in now}):
             last = [r for r in trials if r["parents"] == trials[-1]["parents"]]
             # Mid-tuning: some of the tuning's trials done, not all of them asked yet.
-            if 2 <= sum(r["status"] != "pending" for r in last) and len(last) < evals:
+            if 2 <= sum(r["status"] != "pending" for r in last) and len(last) < case.evals:
                 mid = True
                 break
         time.sleep(0.02)
@@ -236,17 +231,17 @@ def kill_mid_tuning_and_resume(problem, args, reference_run, tmp_path, evals, af
         if r["status"] != "pending":
             assert tuple(after_resume[r["id"]][k] for k in KEY) == tuple(r[k] for k in KEY)
     # The resumed run is the uninterrupted one: every trial once, the same trials, in the same places.
-    reference = rows(reference_run)
+    reference = rows(case.run)
     assert [tuple(after_resume[i][k] for k in KEY) for i in sorted(after_resume)] == \
         [tuple(r[k] for k in KEY) for r in reference]
     trial_codes = [(r["parents"], r["code"]) for r in after_resume.values() if r["sampler"] == "tune"]
     assert len(trial_codes) == len(set(trial_codes))
 
 
-def test_tuning_in_async_commit_mode(problem, tmp_path):
+def test_tuning_in_async_commit_mode(smooth, tmp_path):
     """Async commits (the LLM samplers' default): trials are planned, answered and committed as there."""
     out = tmp_path / "async"
-    evosearch("run", str(problem), "--out", str(out), "--commit-mode", "async", *ARGS)
+    evosearch("run", str(smooth.problem), "--out", str(out), "--commit-mode", "async", *ARGS)
     recorded = rows(out)
     trials = [r for r in recorded if r["sampler"] == "tune"]
     assert trials and all(r["commit_seq"] is not None for r in recorded)
