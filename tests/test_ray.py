@@ -132,7 +132,10 @@ def test_killed_actors_restart_and_the_run_goes_on(ray_cluster, local_run, tmp_p
     from evosearch.ray_backend import RayBackend
 
     db = tmp_path / "evosearch.db"
-    killed = []
+    killed, restarted = [], []
+
+    def first_pid(facts: dict, kind: str) -> int:
+        return facts[kind][0][0] if kind == "islands" else facts[kind][0]["pid"]
 
     async def search():
         cfg = config(backend="ray", address=ray_cluster.address, evaluator_actors=2, out=str(tmp_path))
@@ -144,19 +147,21 @@ def test_killed_actors_restart_and_the_run_goes_on(ray_cluster, local_run, tmp_p
         for at, kind in ((6, "evaluators"), (14, "samplers"), (22, "islands")):
             while finished(db) < at and not task.done():
                 await asyncio.sleep(0.02)
-            facts = await backend.facts()
-            pid = facts[kind][0][0] if kind == "islands" else facts[kind][0]["pid"]
+            pid = first_pid(await backend.facts(), kind)
             os.kill(pid, signal.SIGKILL)
             killed.append((kind, finished(db)))
+            restarted.append(first_pid(await backend.facts(), kind) != pid)  # facts() waits for the restart
         return await task
 
     RayBackend.current = None
     summary = asyncio.run(search())
     assert [k for k, _ in killed] == ["evaluators", "samplers", "islands"]
     assert all(n < SAMPLES + 1 for _, n in killed), f"a kill came after the run ended: {killed}"
+    assert restarted == [True, True, True], "a killed actor was not restarted"
     faults = summary["ray"]
+    # Evaluations are long, so the killed evaluator had one in flight; a mutate sample takes
+    # microseconds, so whether the sampler died mid-call is chance (that path has its own test).
     assert faults["evaluator_actor_failures"] >= 1
-    assert faults["sampler_actor_failures"] >= 1
     assert faults["island_restores"] >= 1
     assert_same_run(db, local_run)
     assert faults["island_elites"] == replayed_elites(local_run)
@@ -416,3 +421,54 @@ def test_pipelined_inserts_survive_a_killed_island_actor_without_being_applied_t
     finally:
         if connected:
             ray.shutdown()
+
+
+def test_a_sampler_actor_lost_mid_sample_is_asked_again(ray_cluster):
+    """kill -9 the sampler actor while its request hangs on the server: the sample is asked
+    once more of the restarted actor; a second loss is a SamplerError (recorded, not raised)."""
+    import threading
+
+    import ray
+
+    from evosearch.ray_backend import connect
+    from evosearch.samplers.actor import RaySampler
+    from evosearch.samplers.base import Sample, SamplerError
+    from test_openai_sampler import Misbehaving, prompt
+
+    fake = Misbehaving()  # an OpenAI-compatible server on loopback that holds scripted requests
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+
+    async def lose(times: int):
+        route = f"lost{times}"
+        url = fake.route(route, *[("slow", 60)] * times)  # each held request outlives the test's kill
+        sampler = RaySampler("openai", kwargs=dict(base_url=url, model="fake", api_key_env="EVOSEARCH_TEST_KEY",
+                                                   max_retries=0, timeout_s=120),
+                             env_vars={"EVOSEARCH_TEST_KEY": "sk-test"})
+        call = asyncio.ensure_future(sampler.sample(prompt()))
+        try:
+            for k in range(times):
+                while len(fake.requests[route]) <= k:  # the request is in flight on the server
+                    await asyncio.sleep(0.05)
+                (facts,) = await sampler.facts()
+                os.kill(facts["pid"], signal.SIGKILL)
+            try:
+                got = await call
+            except SamplerError as e:
+                got = e
+            return got, sampler.actor_failures, len(fake.requests[route])
+        finally:
+            for actor in sampler.actors:
+                ray.kill(actor)
+
+    connected = connect(ray_cluster.address, quiet=True)
+    try:
+        once = asyncio.run(lose(1))
+        twice = asyncio.run(lose(2))
+    finally:
+        if connected:
+            ray.shutdown()
+        fake.shutdown()
+    got, failures, requests = once
+    assert isinstance(got, Sample) and failures == 1 and requests == 2
+    got, failures, requests = twice
+    assert isinstance(got, SamplerError) and "lost twice" in str(got) and failures == 2 and requests == 2
