@@ -25,6 +25,7 @@ from evosearch.engine import Engine
 from evosearch.launch import run_search
 from evosearch.problem import load_problem
 from evosearch.store import Store
+from test_openai_sampler import fake  # noqa: F401  (an OpenAI-compatible server on loopback that holds scripted requests)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = 40
@@ -423,20 +424,15 @@ def test_pipelined_inserts_survive_a_killed_island_actor_without_being_applied_t
             ray.shutdown()
 
 
-def test_a_sampler_actor_lost_mid_sample_is_asked_again(ray_cluster):
+def test_a_sampler_actor_lost_mid_sample_is_asked_again(ray_cluster, fake):
     """kill -9 the sampler actor while its request hangs on the server: the sample is asked
     once more of the restarted actor; a second loss is a SamplerError (recorded, not raised)."""
-    import threading
-
     import ray
 
     from evosearch.ray_backend import connect
     from evosearch.samplers.actor import RaySampler
     from evosearch.samplers.base import Sample, SamplerError
-    from test_openai_sampler import Misbehaving, prompt
-
-    fake = Misbehaving()  # an OpenAI-compatible server on loopback that holds scripted requests
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    from test_openai_sampler import prompt
 
     async def lose(times: int):
         route = f"lost{times}"
@@ -467,7 +463,6 @@ def test_a_sampler_actor_lost_mid_sample_is_asked_again(ray_cluster):
     finally:
         if connected:
             ray.shutdown()
-        fake.shutdown()
     got, failures, requests = once
     assert isinstance(got, Sample) and failures == 1 and requests == 2
     got, failures, requests = twice
