@@ -20,6 +20,8 @@ Counted per run, from its store (every sample, failures included):
 * tuning trials (sampler ``tune``, constant tuning) are no samples: counted apart as ``trials``
   and ``trial_improvements``; their programs still count as seen for novelty.
 * best held-out: the run's best program on the test split, against the seed (Best Fit).
+* by_sampler: samples, valid, novel valid and improvements of each sampler (a bandit's arms), so
+  a model's share is told apart from the mutation operator's.
 Rows are added to ``--json`` under ``--label`` (a re-run of a label replaces its rows).
 """
 from __future__ import annotations
@@ -45,7 +47,7 @@ def counts(db: Path) -> dict:
     con.close()
     seen, best = set(), None
     out = {"samples": 0, "valid": 0, "novel_valid": 0, "improvements": 0, "asked_again": 0, "duplicate_asks": 0,
-           "tokens_out": 0, "trials": 0, "trial_improvements": 0}
+           "tokens_out": 0, "trials": 0, "trial_improvements": 0, "by_sampler": {}}
     for r in rows:
         if r["status"] == "pending":  # an unfinished run's samples in flight
             continue
@@ -56,14 +58,18 @@ def counts(db: Path) -> dict:
             out["trial_improvements"] += better
         elif r["id"] > 0:
             attempts = json.loads(r["attempts"] or "[]")
-            out["samples"] += 1
+            # A bandit run's samples are also counted per arm, so each model's share is its own.
+            arm = out["by_sampler"].setdefault(r["sampler"], {"samples": 0, "valid": 0, "novel_valid": 0,
+                                                              "improvements": 0})
+            novel = ok and r["functional_hash"] not in seen
+            for tally in (out, arm):
+                tally["samples"] += 1
+                tally["valid"] += ok
+                tally["novel_valid"] += novel
+                tally["improvements"] += better
             out["tokens_out"] += r["tokens_out"] or 0
             out["asked_again"] += len(attempts)
             out["duplicate_asks"] += sum("duplicate_of" in a for a in attempts)
-            if ok:
-                out["valid"] += 1
-                out["novel_valid"] += r["functional_hash"] not in seen
-                out["improvements"] += better
         if ok:
             seen.add(r["functional_hash"])
             best = r["score"] if best is None else max(best, r["score"])
@@ -77,6 +83,8 @@ def run_one(seed: int, args, out: Path) -> dict:
         # An unfinished run (stopped at a deadline): its samples so far, no held-out score.
         return {"label": args.label, "seed": seed, "flags": args.flags, "root": str(root), "finished": False,
                 **counts(run_dir / "evosearch.db"), "best_test": None, "best_fit_test": None, "wall_s": None}
+    if args.collect and not (run_dir / "summary.json").is_file():
+        raise SystemExit(f"--collect starts no run, and {run_dir} holds none")
     if not (run_dir / "summary.json").is_file():
         cmd = [sys.executable, "-m", "evosearch", "run", "bin_packing", "--samples", str(args.samples),
                "--seed", str(seed), "--workers", "1", "--problem-options", args.problem_options,

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 
 def build_sampler(config: RunConfig) -> Sampler:
-    """The run's sampler: ``config.sampler``, or a bandit over ``config.models``."""
-    if config.models:
+    """The run's sampler: ``config.sampler``, or a bandit over its arms (``--sampler A+B``, ``models``)."""
+    if config.arms():
         return build_bandit(config)
     try:
         return make_sampler(config.sampler, config)
@@ -41,11 +41,11 @@ def arm_spec(config: RunConfig, spec: dict) -> tuple[str, RunConfig, dict, float
 
 
 def build_bandit(config: RunConfig) -> Sampler:
-    """One sampler per entry of ``models`` (the run's knobs as defaults, the entry's keys on top), under a UCB bandit."""
+    """One sampler per arm (the run's knobs as defaults, the entry's keys on top), under a UCB bandit."""
     from .samplers.bandit import BanditSampler
 
     arms, costs = {}, {}
-    for arm, spec in config.models.items():
+    for arm, spec in config.arms().items():
         name, base, options, costs[arm] = arm_spec(config, spec)
         try:
             arms[arm] = make_sampler(name, base, **options)

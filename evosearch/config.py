@@ -36,7 +36,9 @@ class RunConfig:
     problem: str = knob("", "problem: a built-in or installed name, or a folder holding problem.py and skeleton.py")
     sampler: str = knob("local", "where candidates come from: local (embedded Gemma 3 270M), openai "
                                  "(any OpenAI-compatible endpoint), vllm (in-process vLLM on a GPU), mutate "
-                                 "(LLM-free AST mutations), or an installed one (evosearch.samplers entry points)")
+                                 "(LLM-free AST mutations), or an installed one (evosearch.samplers entry points); "
+                                 "A+B: several, picked per sample by the --models bandit at each one's relative "
+                                 "cost (mutate: 0.1, others 1)")
     model: str | None = knob(None, "model name for --sampler openai; a GGUF path for --sampler local (default: the embedded model)")
     base_url: str | None = knob(None, "endpoint for --sampler openai, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = knob("OPENAI_API_KEY", "environment variable holding the API key for --sampler openai")
@@ -158,17 +160,21 @@ class RunConfig:
         if self.exploit_share > 1:
             raise ConfigError(f"config 'exploit_share' must be at most 1, got {self.exploit_share}")
         _check_sampler("sampler", self.sampler)
+        names = self.sampler.split("+")
+        if len(names) > 1 and self.models:
+            raise ConfigError("give several samplers either as --sampler A+B or as --models, not both")
         if not self.problem:
             raise ConfigError("no problem given (evosearch run PROBLEM; see `evosearch problems`)")
-        if self.sampler == "openai" and not (self.base_url and self.model):
+        if "openai" in names and not (self.base_url and self.model):
             raise ConfigError("--sampler openai needs --base-url and --model")
-        if self.sampler == "vllm" and not self.model:
+        if "vllm" in names and not self.model:
             raise ConfigError("--sampler vllm needs --model (a Hugging Face name or a local path)")
+        if (self.max_cost is not None or self.max_tokens is not None) and self.arms():
+            # Each arm would keep a budget of its own, so the run could spend one per arm.
+            raise ConfigError("--max-cost and --max-tokens do not work with several samplers (--sampler A+B, "
+                              "--models) yet")
         if (self.max_cost is not None or self.max_tokens is not None) and self.sampler not in ("openai", "vllm"):
             raise ConfigError("--max-cost and --max-tokens (the run budget) need --sampler openai or vllm")
-        if (self.max_cost is not None or self.max_tokens is not None) and self.models:
-            # Each arm would keep a budget of its own, so the run could spend one per arm.
-            raise ConfigError("--max-cost and --max-tokens do not work with --models yet")
         if (self.max_cost is not None or self.max_tokens is not None) and self.backend == "ray":
             # A sampler actor keeps its own account, which --resume does not restore yet.
             raise ConfigError("--max-cost and --max-tokens do not work with --backend ray yet")
@@ -183,6 +189,15 @@ class RunConfig:
         _check_edit_formats(self.edit_formats)
         _check_models(self.models)
         return self
+
+    def arms(self) -> dict:
+        """The bandit's arms, name -> spec as in ``models``: ``models`` itself, or one arm per sampler of
+        ``--sampler A+B`` (named after it, at its class's ``cost``); empty for a single sampler."""
+        if self.models or "+" not in self.sampler:
+            return dict(self.models)
+        from .samplers import sampler_class
+
+        return {name: {"sampler": name, "cost": sampler_class(name).cost} for name in self.sampler.split("+")}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -200,11 +215,17 @@ def _check_edit_formats(mix: dict) -> None:
         raise ConfigError("config 'edit_formats' needs at least one format with a positive weight")
 
 
-def _check_sampler(key: str, name: str) -> None:
+def _check_sampler(key: str, value: str) -> None:
+    """One sampler name, or several joined by + (a bandit over them)."""
     from .samplers import sampler_names
 
-    if name not in sampler_names():
-        raise ConfigError(f"config '{key}' must be one of {', '.join(sampler_names())}, got '{name}'")
+    names = value.split("+")
+    for name in names:
+        if name not in sampler_names():
+            within = f" in '{value}'" if len(names) > 1 else ""
+            raise ConfigError(f"config '{key}' must be one of {', '.join(sampler_names())}, got '{name}'{within}")
+    if len(set(names)) < len(names):
+        raise ConfigError(f"config '{key}': '{value}' names a sampler twice")
 
 
 def _check_models(models: dict) -> None:

@@ -173,6 +173,24 @@ def write_island_outputs(engine, run_dir: Path) -> dict:
             "qd_score_note": QD_SCORE_NOTE}
 
 
+def sampler_tally(store: Store) -> dict:
+    """Per sampler (a bandit's arms, ``tune``): rows, valid ones, and new bests (better on training than every
+    program committed before, the seed included), so a run with several samplers says which found what."""
+    out, best = {}, None
+    for sampler, status, score in store.db.execute(
+            "SELECT sampler, status, score FROM programs WHERE commit_seq IS NOT NULL ORDER BY commit_seq"):
+        better = status == "ok" and best is not None and score > best
+        if status == "ok":
+            best = score if best is None else max(best, score)
+        if sampler == "seed":
+            continue
+        tally = out.setdefault(sampler, {"rows": 0, "ok": 0, "new_bests": 0})
+        tally["rows"] += 1
+        tally["ok"] += status == "ok"
+        tally["new_bests"] += better
+    return out
+
+
 async def report(problem: Problem, store: Store, evaluator, best_id: int, test_timeout_s: float | None = None) -> dict:
     """The best program against the seed, on training and held-out instances."""
     counts = store.status_counts("id > 0")  # the seed program is not a sample
@@ -183,10 +201,11 @@ async def report(problem: Problem, store: Store, evaluator, best_id: int, test_t
            "evaluations": store.count("id > 0 AND code IS NOT NULL AND status != 'pending'"),
            "tuning": {"trials": trials, "tunings": store.db.execute(
                "SELECT COUNT(DISTINCT parents) FROM programs WHERE sampler = ?", (TUNE,)).fetchone()[0]}}
+    out["samplers"] = sampler_tally(store)
     for name, pid in (("seed", 0), ("best", best_id)):
         row = store.get(pid)
         held_out = await evaluator.evaluate_split(row["code"], "test", timeout_s=test_timeout_s)
-        out[name] = {"id": pid, "train": row["score"], "train_metrics": row["metrics"],
+        out[name] = {"id": pid, "sampler": row["sampler"], "train": row["score"], "train_metrics": row["metrics"],
                      "test": held_out.score, "test_metrics": held_out.metrics,
                      "test_status": held_out.status if not held_out.ok else None}
     for split in ("train", "test"):
@@ -212,6 +231,11 @@ def format_summary(summary: dict, run_dir: Path) -> str:
             continue
         lines.append(f"{split:5}: best {b[split]:.6g} vs seed {s[split]:.6g} (gain {summary['gain_' + split]:+.6g})"
                      f"   best: {metrics(b[split + '_metrics'])}   seed: {metrics(s[split + '_metrics'])}")
+    tally = summary.get("samplers") or {}
+    if len(tally) > 1:  # a bandit, or tuning beside the sampler: who found what
+        lines.append("by sampler: " + ", ".join(f"{name} {t['rows']} ({t['ok']} valid, {t['new_bests']} new bests)"
+                                                  for name, t in tally.items())
+                     + f"; the best is {b.get('sampler')}'s")
     usage = summary.get("sampler_usage")
     if usage:
         cost = "unknown" if usage["cost"] is None else f"${usage['cost']:.4f}"

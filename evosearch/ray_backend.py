@@ -120,9 +120,9 @@ class RayBackend(Backend):
     async def start(self) -> "RayBackend":
         """Connect and create the sampler and evaluator actors (islands come with the engine)."""
         c = self.config
-        if c.models:
-            raise RayBackendError("--backend ray does not take 'models' (several samplers under a bandit) yet: "
-                                  "give one --sampler")
+        if c.arms():
+            raise RayBackendError("--backend ray does not take several samplers under a bandit ('models', "
+                                  "--sampler A+B) yet: give one --sampler")
         private = {}
         if c.sandbox_resource:
             private[c.sandbox_resource] = float(c.evaluator_actors)

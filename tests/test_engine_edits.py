@@ -243,6 +243,7 @@ def cli(*args):
     proc = subprocess.run([sys.executable, "-m", "evosearch", "run", *args], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 ARMS = "{strong: {sampler: mutate}, weak: {sampler: mutate, max_operators: 1, cost: 3}}"
@@ -252,7 +253,7 @@ BANDIT = ["bin_packing", "--models", ARMS, "--seed", "1", "--workers", "2", "--q
 
 def test_bandit_over_two_mutate_arms_is_repeatable_and_resumes_to_the_same_run(tmp_path):
     # Insights on too: with mutate arms they are the LLM-free digest, so the run stays repeatable.
-    cli(*BANDIT, "--samples", "30", "--out", str(tmp_path / "a"))
+    out = cli(*BANDIT, "--samples", "30", "--out", str(tmp_path / "a")).stdout
     cli(*BANDIT, "--samples", "12", "--out", str(tmp_path / "b"))
     cli("--resume", str(tmp_path / "b"), "--samples", "30", "--quiet")  # the bandit's state comes from the store
     a = rows(tmp_path / "a")
@@ -267,6 +268,41 @@ def test_bandit_over_two_mutate_arms_is_repeatable_and_resumes_to_the_same_run(t
     made = db.execute("SELECT at_sample, model FROM insights ORDER BY at_sample").fetchall()
     db.close()
     assert made and all(model == "digest" for _, model in made)
+    # The summary says which arm found what: rows, valid ones and new bests (mutate commits in id order).
+    tally, best = {}, a[0][2]
+    for _, status, score, _, _, sampler in a[1:]:
+        t = tally.setdefault(sampler, {"rows": 0, "ok": 0, "new_bests": 0})
+        t["rows"] += 1
+        t["ok"] += status == "ok"
+        t["new_bests"] += status == "ok" and score > best
+        best = max(best, score) if status == "ok" else best
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["samplers"] == tally
+    assert summary["best"]["sampler"] == next(r[5] for r in a if r[0] == summary["best"]["id"])
+    assert f"strong {tally['strong']['rows']} ({tally['strong']['ok']} valid, " in out
+
+
+def test_a_plus_b_sampler_is_a_bandit_at_each_samplers_cost():
+    from evosearch.backend import build_sampler
+    from evosearch.config import ConfigError
+    from evosearch.samplers.bandit import BanditSampler
+
+    config = make_config({"problem": "bin_packing", "sampler": "local+mutate"})
+    assert config.arms() == {"local": {"sampler": "local", "cost": 1.0}, "mutate": {"sampler": "mutate", "cost": 0.1}}
+    sampler = build_sampler(config)  # the model loads only when first asked
+    assert isinstance(sampler, BanditSampler) and sampler.costs == {"local": 10.0, "mutate": 1.0}
+    assert [type(s).__name__ for s in sampler.arms.values()] == ["LocalSampler", "MutateSampler"]
+    assert make_config({"problem": "p", "sampler": "mutate"}).arms() == {}
+    for settings, error in [({"sampler": "local+local"}, "^config 'sampler': 'local\\+local' names a sampler twice$"),
+                            ({"sampler": "gpt+mutate"}, "^config 'sampler' must be one of .*, got 'gpt' in "
+                                                        "'gpt\\+mutate'$"),
+                            ({"sampler": "local+mutate", "models": {"a": {"sampler": "mutate"}}},
+                             "^give several samplers either as --sampler A\\+B or as --models, not both$"),
+                            ({"sampler": "openai+mutate"}, "^--sampler openai needs --base-url and --model$"),
+                            ({"sampler": "local+mutate", "max_tokens": 100},
+                             "^--max-cost and --max-tokens do not work with several samplers")]:
+        with pytest.raises(ConfigError, match=error):
+            make_config({"problem": "p", **settings})
 
 
 def test_bad_models_and_formats_are_one_line_errors():

@@ -312,7 +312,8 @@ def test_budget_knobs_are_checked_with_one_line_errors():
     with pytest.raises(ConfigError, match=r"^--max-cost and --max-tokens \(the run budget\) need --sampler openai"):
         make_config({"problem": "bin_packing", "sampler": "mutate", "max_tokens": 1000})
     # A budget per arm or per actor could be spent once per arm or actor.
-    with pytest.raises(ConfigError, match="^--max-cost and --max-tokens do not work with --models yet$"):
+    with pytest.raises(ConfigError, match=r"^--max-cost and --max-tokens do not work with several samplers "
+                                          r"\(--sampler A\+B, --models\) yet$"):
         make_config({**base, "max_cost": 1, "models": {"a": {"sampler": "mutate"}}})
     with pytest.raises(ConfigError, match="^--max-cost and --max-tokens do not work with --backend ray yet$"):
         make_config({**base, "max_tokens": 100, "backend": "ray"})

@@ -78,3 +78,24 @@ def test_a_damaged_file_is_one_line(tmp_path):
     (tmp_path / "evosearch.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="is not a usable evosearch store"):
         Store(tmp_path / "evosearch.db")
+
+
+def test_the_sampler_tally_counts_new_bests_in_commit_order(tmp_path):
+    from evosearch.launch import sampler_tally
+
+    store = Store(tmp_path / "run.db")
+    # (id, sampler, score or None for a crash, commit number or None for still in flight)
+    for i, sampler, score, seq in [(0, "seed", -10, 0), (1, "a", -9, 2), (2, "b", -8, 1), (3, "a", None, 3),
+                                   (4, "tune", -7, 4), (5, "a", -1, None)]:
+        store.ask(i, island=0, parents=[], sampler=sampler, seen=0)
+        if score is None:
+            store.failed(i, Outcome.CRASH, "boom")
+        else:
+            store.evaluated(i, status="ok", reason=None, score=score, descriptors={}, metrics={}, syntactic_hash=str(i),
+                            functional_hash=None, cache_hit=None, duplicate_of=None, eval_s=0.1)
+        if seq is not None:
+            store.commit(store.get(i), seq, None, [])
+    # b (-8) was committed before a (-9), so a's program is no new best although its id comes first.
+    assert sampler_tally(store) == {"b": {"rows": 1, "ok": 1, "new_bests": 1},
+                                    "a": {"rows": 2, "ok": 1, "new_bests": 0},
+                                    "tune": {"rows": 1, "ok": 1, "new_bests": 1}}

@@ -63,6 +63,8 @@ class Sampler(abc.ABC):
                       insights are the plain digest);
     ``edit_formats``  the formats it can answer (others are left out of the mix for it);
     ``arms``          None, or a bandit's samplers by arm name (``choose``, ``arm_sampler``);
+    ``cost``          relative cost of one sample: its weight under a bandit when ``--sampler A+B``
+                      names it (``--models`` entries say their own);
     ``meter``         None, or the budget meter a resumed run charges with what was spent;
     ``usage()``       None, or its account: tokens, cost, requests, retries, failures.
 
@@ -74,6 +76,7 @@ class Sampler(abc.ABC):
     llm: bool = True
     edit_formats: tuple[str, ...] = ALL_FORMATS
     arms: dict | None = None
+    cost: float = 1.0
     meter = None
 
     @classmethod
