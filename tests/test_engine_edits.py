@@ -282,6 +282,25 @@ def test_bandit_over_two_mutate_arms_is_repeatable_and_resumes_to_the_same_run(t
     assert f"strong {tally['strong']['rows']} ({tally['strong']['ok']} valid, " in out
 
 
+@pytest.mark.slow
+def test_the_embedded_model_and_mutate_share_a_run(tmp_path):
+    # The real embedded model (llama.cpp) beside mutate: the bandit tries each arm, then mostly picks
+    # the cheap one, and the summary says which sampler wrote what.
+    out = cli("bin_packing", "--sampler", "local+mutate", "--samples", "12", "--seed", "0", "--quiet",
+              "--problem-options", "{train_items: 200, test_items: 300}", "--out", str(tmp_path / "r")).stdout
+    got = rows(tmp_path / "r")
+    arms = [r[5] for r in got[1:] if r[5] != "tune"]
+    assert len(arms) == 12 and set(arms) == {"local", "mutate"} and arms.count("mutate") > arms.count("local")
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert {"local", "mutate"} <= set(summary["samplers"])
+    assert summary["samplers"]["local"]["rows"] == arms.count("local")
+    db = sqlite3.connect(tmp_path / "r" / "evosearch.db")
+    tokens = dict(db.execute("SELECT sampler, SUM(tokens_out) FROM programs GROUP BY sampler").fetchall())
+    db.close()
+    assert tokens["local"] > 0  # the model really answered
+    assert "by sampler: " in out and f"local {arms.count('local')} (" in out
+
+
 def test_a_plus_b_sampler_is_a_bandit_at_each_samplers_cost():
     from evosearch.backend import build_sampler
     from evosearch.config import ConfigError

@@ -442,3 +442,24 @@ def test_bin_packing_run_through_llama_cpp_server_stores_tokens_and_cost(server,
     assert usage["cost"] == pytest.approx((tokens_in * 0.1 + tokens_out * 0.4) / 1e6) and usage["cost"] > 0
     assert sum(r["cost"] for r in rows) == pytest.approx(usage["cost"])  # the store's rows add up to the account
     assert f"LLM: {tokens_in} prompt + {tokens_out} answer tokens" in proc.stdout
+
+
+def test_a_bandits_usage_adds_up_its_model_arms(fake):
+    from evosearch.samplers.bandit import BanditSampler
+    from evosearch.samplers.mutate import MutateSampler
+
+    cheap = OpenAISampler(fake.route("arm_a"), model="fake", prices={"fake": [1, 2]})
+    dear = OpenAISampler(fake.route("arm_b"), model="fake", prices={"fake": [10, 20]})
+    bandit = BanditSampler({"a": cheap, "b": dear, "mut": MutateSampler()})
+    for arm in ("a", "b", "b"):
+        p = prompt()
+        p.arm = arm
+        asyncio.run(bandit.sample(p))
+    u = bandit.usage()
+    assert (u["tokens_in"], u["tokens_out"], u["requests"], u["failures"]) == (90, 36, 3, 0)
+    assert u["cost"] == pytest.approx((30 * 1 + 12 * 2) / 1e6 + 2 * (30 * 10 + 12 * 20) / 1e6)
+    assert set(u["arms"]) == {"a", "b"} and u["arms"]["b"]["requests"] == 2  # mutate keeps no account
+    # A hosted model without a known price (nothing is sent): the total cost is unknown too.
+    unpriced = BanditSampler({"a": cheap, "u": OpenAISampler("https://api.example.com/v1", model="m")})
+    assert unpriced.usage()["cost"] is None and unpriced.usage()["tokens_in"] == 30
+    assert BanditSampler({"mut": MutateSampler()}).usage() is None

@@ -72,6 +72,18 @@ class BanditSampler(Sampler):
     async def sample(self, prompt: Prompt) -> Sample:
         return await self.arm_sampler(prompt.arm).sample(prompt)
 
+    def usage(self) -> dict | None:
+        """The arms' accounts added up (what the summary's LLM line shows), each arm's under ``arms``;
+        the cost is unknown (None) when one arm's is."""
+        parts = {arm: u for arm, sampler in self.arms.items() if (u := sampler.usage())}
+        if not parts:
+            return None
+        total = {key: sum(u.get(key) or 0 for u in parts.values())
+                 for key in ("tokens_in", "tokens_out", "requests", "retries", "failures")}
+        costs = [u.get("cost") for u in parts.values()]
+        total["cost"] = None if None in costs else round(sum(costs), 8)
+        return {**total, "arms": parts}
+
     async def check(self) -> None:
         for sampler in self.arms.values():
             await sampler.check()
