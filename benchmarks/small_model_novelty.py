@@ -82,6 +82,7 @@ def run_one(seed: int, args, out: Path) -> dict:
     if not (run_dir / "summary.json").is_file() and args.collect and (run_dir / "evosearch.db").is_file():
         # An unfinished run (stopped at a deadline): its samples so far, no held-out score.
         return {"label": args.label, "seed": seed, "flags": args.flags, "root": str(root), "finished": False,
+                "problem_options": args.problem_options,
                 **counts(run_dir / "evosearch.db"), "best_test": None, "best_fit_test": None, "wall_s": None}
     if args.collect and not (run_dir / "summary.json").is_file():
         raise SystemExit(f"--collect starts no run, and {run_dir} holds none")
@@ -99,7 +100,7 @@ def run_one(seed: int, args, out: Path) -> dict:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"label": args.label, "seed": seed, "flags": args.flags, "root": str(root),
-            **counts(run_dir / "evosearch.db"), "best_test": summary["best"]["test"],
+            "problem_options": args.problem_options, **counts(run_dir / "evosearch.db"), "best_test": summary["best"]["test"],
             "best_fit_test": summary["seed"]["test"], "wall_s": summary.get("novelty_wall_s"), "finished": True}
 
 
@@ -125,27 +126,39 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         rows.append(r := run_one(seed, args, out))
-        held_out = f"best held-out {r['best_test']:.1f} vs Best Fit {r['best_fit_test']:.1f}" if r["finished"] \
-            else "unfinished (no held-out score)"
+        held_out = ("unfinished (no held-out score)" if not r["finished"] else
+                    "best held-out: none (its evaluation failed or timed out)" if r["best_test"] is None else
+                    f"best held-out {r['best_test']:.1f} vs Best Fit {r['best_fit_test']:.1f}")
         print(f"{args.label} seed {seed}: {r['samples']} samples, {r['valid']} valid, {r['novel_valid']} novel valid, "
               f"{r['improvements']} improvements, {held_out}  {r['wall_s'] or 0:.0f}s", flush=True)
     path = Path(args.json)
     saved = json.loads(path.read_text()) if path.is_file() else {"rows": []}
     saved["rows"] = [r for r in saved["rows"] if r["label"] != args.label] + rows
-    saved["problem_options"] = args.problem_options
+    saved["problem_options"] = "each row's problem_options (rows without one: {train_instances: 2, train_items: 500})"
     path.write_text(json.dumps(saved, indent=2) + "\n")
-    print(f"\n{'label':10} {'seeds':>6} {'samples':>8} {'valid/100':>10} {'novel valid/100':>16} "
+    print(f"\n{'label':24} {'seeds':>6} {'samples':>8} {'valid/100':>10} {'novel valid/100':>16} "
           f"{'improvements/100':>17} {'asked again/100':>16} {'beats Best Fit':>15}")
     for label in dict.fromkeys(r["label"] for r in saved["rows"]):
         rs = [r for r in saved["rows"] if r["label"] == label]
         med = {k: statistics.median(per100(r, k) for r in rs) for k in ("valid", "novel_valid", "improvements",
                                                                            "asked_again")}
         done = [r for r in rs if r.get("finished", True)]
-        wins = sum(r["best_test"] > r["best_fit_test"] for r in done)
-        print(f"{label:10} {len(rs):6d} {sum(r['samples'] for r in rs):8d} {med['valid']:10.1f} "
+        wins = sum(r["best_test"] is not None and r["best_test"] > r["best_fit_test"] for r in done)
+        print(f"{label:24} {len(rs):6d} {sum(r['samples'] for r in rs):8d} {med['valid']:10.1f} "
               f"{med['novel_valid']:16.1f} {med['improvements']:17.1f} {med['asked_again']:16.1f} "
               f"{wins:>11d} of {len(done)}")
     print("(medians over seeds; per 100 samples; samples: all seeds together; Best Fit: of the finished runs)")
+    print(f"\n{'label':24} {'sampler':8} {'samples':>8} {'valid':>6} {'novel valid':>12} {'improvements':>13}")
+    for label in dict.fromkeys(r["label"] for r in saved["rows"]):
+        arms: dict[str, dict] = {}
+        for r in saved["rows"]:
+            for arm, t in (r.get("by_sampler") or {}).items() if r["label"] == label else ():
+                total = arms.setdefault(arm, dict.fromkeys(t, 0))
+                for k, v in t.items():
+                    total[k] += v
+        for arm, t in arms.items():
+            print(f"{label:24} {arm:8} {t['samples']:8d} {t['valid']:6d} {t['novel_valid']:12d} {t['improvements']:13d}")
+    print("(all seeds together; rows recorded before the per-sampler count have none)")
 
 
 if __name__ == "__main__":
