@@ -100,8 +100,8 @@ def run_one(seed: int, args, out: Path) -> dict:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"label": args.label, "seed": seed, "flags": args.flags, "root": str(root),
-            "problem_options": args.problem_options, **counts(run_dir / "evosearch.db"), "best_test": summary["best"]["test"],
-            "best_fit_test": summary["seed"]["test"], "wall_s": summary.get("novelty_wall_s"), "finished": True}
+            "problem_options": args.problem_options, **counts(run_dir / "evosearch.db"),
+            "best_test": summary["best"]["test"], "best_fit_test": summary["seed"]["test"], "wall_s": summary.get("novelty_wall_s"), "finished": True}
 
 
 def per100(r: dict, key: str) -> float:
@@ -157,7 +157,8 @@ def main() -> None:
                 for k, v in t.items():
                     total[k] += v
         for arm, t in arms.items():
-            print(f"{label:24} {arm:8} {t['samples']:8d} {t['valid']:6d} {t['novel_valid']:12d} {t['improvements']:13d}")
+            print(f"{label:24} {arm:8} {t['samples']:8d} {t['valid']:6d} {t['novel_valid']:12d} "
+                  f"{t['improvements']:13d}")
     print("(all seeds together; rows recorded before the per-sampler count have none)")
 
 
