@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,12 +151,10 @@ def main() -> None:
     print("(medians over seeds; per 100 samples; samples: all seeds together; Best Fit: of the finished runs)")
     print(f"\n{'label':24} {'sampler':8} {'samples':>8} {'valid':>6} {'novel valid':>12} {'improvements':>13}")
     for label in dict.fromkeys(r["label"] for r in saved["rows"]):
-        arms: dict[str, dict] = {}
-        for r in saved["rows"]:
-            for arm, t in (r.get("by_sampler") or {}).items() if r["label"] == label else ():
-                total = arms.setdefault(arm, dict.fromkeys(t, 0))
-                for k, v in t.items():
-                    total[k] += v
+        arms: dict[str, Counter] = {}
+        for r in (r for r in saved["rows"] if r["label"] == label):
+            for arm, t in (r.get("by_sampler") or {}).items():
+                arms.setdefault(arm, Counter()).update(t)
         for arm, t in arms.items():
             print(f"{label:24} {arm:8} {t['samples']:8d} {t['valid']:6d} {t['novel_valid']:12d} "
                   f"{t['improvements']:13d}")
