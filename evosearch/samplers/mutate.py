@@ -57,7 +57,7 @@ class MutateSampler(Sampler):
     llm = False
     edit_formats = ("full",)  # it rewrites functions; the other formats need a model reading the prompt
     # An AST edit calls no model: its sample costs only the evaluation. A tenth of a model's sample is
-    # generous to the model (the embedded one takes about 7 s a sample here, an evaluation 0.1-0.3 s).
+    # generous to the model (the embedded one took about 7 s a sample here, an evaluation 0.05-0.25 s).
     cost = 0.1
 
     def __init__(self, max_operators: int = 3):
