@@ -214,6 +214,16 @@ async def report(problem: Problem, store: Store, evaluator, best_id: int, test_t
     return out
 
 
+def nothing_found_hint(summary: dict) -> str:
+    """What to try when no program beat the seed: the first run's likely outcome with the embedded model."""
+    samplers = set(summary.get("samplers") or {}) - {TUNE}
+    if samplers == {"local"}:  # the 270M model alone (benchmarks/small_model_novelty.json: 0 of 3 seeds)
+        return ("nothing beat the seed: the embedded 270M model seldom improves a program on its own; "
+                "--sampler local+mutate adds LLM-free mutations beside it (README, \"Prompts and edits\"), "
+                "--sampler openai a larger model")
+    return f"nothing beat the seed in {summary['samples']} samples: try more (--samples) or another --sampler"
+
+
 def format_summary(summary: dict, run_dir: Path) -> str:
     def metrics(m):
         return "  ".join(f"{k} {v:.4g}" for k, v in (m or {}).items())
@@ -243,5 +253,7 @@ def format_summary(summary: dict, run_dir: Path) -> str:
                      f"{usage['requests']} requests, {usage['retries']} retries, {usage['failures']} failed")
     if summary.get("stop_reason"):
         lines.append(f"stopped early: {summary['stop_reason']}")
+    if b["id"] == s["id"]:
+        lines.append(nothing_found_hint(summary))
     lines.append(f"best program: {run_dir / 'best.py'} (id {b['id']})")
     return "\n".join(lines)

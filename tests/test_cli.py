@@ -195,3 +195,19 @@ def test_ctrl_c_ends_cleanly_writes_the_summary_and_resume_finishes(tmp_path):
     evosearch("run", "--resume", str(out), "--samples", "100", "--quiet")
     summary = json.loads((out / "summary.json").read_text())
     assert "stopped" not in summary and summary["best"]["test"] is not None
+
+
+def test_a_run_that_finds_nothing_says_what_to_try(tmp_path):
+    # The seed is already optimal (score 0 is the maximum), so no child can beat it.
+    folder = write_problem(tmp_path / "p", score='{"score": -abs(float(y) - x - 1), "mean": float(y)}')
+    proc = evosearch("run", str(folder), "--sampler", "mutate", "--samples", "4", "--out", str(tmp_path / "o"),
+                     "--workers", "1")
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["best"]["id"] == summary["seed"]["id"] == 0
+    assert "nothing beat the seed in 4 samples: try more (--samples) or another --sampler" in proc.stdout
+    # The embedded model alone (the default sampler) gets the pointer to a sampler beside it.
+    from evosearch.launch import format_summary
+    summary["samplers"] = {"local": {"rows": 4, "ok": 4, "new_bests": 0}}
+    assert "--sampler local+mutate adds LLM-free mutations" in format_summary(summary, tmp_path / "o")
+    summary["best"]["id"] = 3  # something did beat the seed: no hint
+    assert "nothing beat the seed" not in format_summary(summary, tmp_path / "o")
