@@ -16,11 +16,12 @@ sandbox workers, real store), with the same sample budget. Arms:
 * ``eps``       (1+1)-EPS hill climbing (Zhang et al. 2024, LLM4AD): one island, one
                 parent, always the current best.
 * ``random``    random mutation of the seed: one parent, always the seed program.
-* ``grid_boltzmann``, ``grid_dgm`` (extra, ``--arms``): the default islands with
-                FunSearch's or the DGM's parent selection instead of exploit.
+* ``grid_boltzmann``, ``grid_dgm``, ``grid_curiosity`` (extra, ``--arms``): the default
+                islands with FunSearch's, the DGM's or curiosity parent selection instead of exploit.
 * ``uniform``   the default islands with MAP-Elites' uniform selection (the default
                 before ``exploit``); ``exploit30``/``exploit50``/``exploit80``: the
-                ``exploit`` selection with that share of exploiting prompts.
+                ``exploit`` selection with that share of exploiting prompts, the others
+                uniform cells; ``curious50``: share 0.5, the others drawn by curiosity.
 * ``<arm>+tune`` any arm with constant tuning (``--tune-evals`` CMA-ES trials per new best and, after
                 ``--tune-patience`` samples without one, for the best untuned program); arms
                 without the suffix run with tuning off. The engine's default configuration
@@ -72,10 +73,12 @@ ARMS = {
     # Extra arms (not in the default list): the grid with score-aware parent selection.
     "grid_boltzmann": ["--selection", "boltzmann"],
     "grid_dgm": ["--selection", "dgm"],
+    "grid_curiosity": ["--selection", "curiosity"],
     "uniform": ["--selection", "uniform"],
-    "exploit30": ["--selection", "exploit", "--exploit-share", "0.3"],
-    "exploit50": ["--selection", "exploit", "--exploit-share", "0.5"],
-    "exploit80": ["--selection", "exploit", "--exploit-share", "0.8"],
+    "exploit30": ["--selection", "exploit", "--exploit-share", "0.3", "--explore", "uniform"],
+    "exploit50": ["--selection", "exploit", "--exploit-share", "0.5", "--explore", "uniform"],
+    "exploit80": ["--selection", "exploit", "--exploit-share", "0.8", "--explore", "uniform"],
+    "curious50": ["--selection", "exploit", "--exploit-share", "0.5", "--explore", "curiosity"],
 }
 DEFAULT_ARMS = ["default", "funsearch", "eps", "random"]
 TUNE = "+tune"  # suffix: the arm with constant tuning

@@ -1,7 +1,7 @@
 """The tell side: results enter the islands and the store, one commit at a time.
 
 A commit inserts an evaluated program into its island (the seed into every island),
-counts a child for DGM selection, runs whatever migration or reset is due, and
+counts a child for DGM selection, moves its parents' curiosity scores (curiosity selection), runs whatever migration or reset is due, and
 records it all in the store as commit number ``seq`` in one transaction. The commit
 order is the only thing replay needs: resume feeds the recorded commits back through
 the same ``commit`` in the same order and gets the same islands, whichever commit mode
@@ -51,6 +51,8 @@ class Committer:
         self.qd_every = qd_every
         self.qd_history: list[dict] = []
         self.pending: list[tuple[int, object]] = []  # (program id, insert under way): archive results to record
+        # Curiosity scores move only where a selection reads them: no extra island calls otherwise.
+        self.curious = config.selection == "curiosity" or (config.selection == "exploit" and config.explore == "curiosity")
 
     def settle(self, wait: bool = False) -> None:
         """Record the archive results that islands in actors have answered since (all, with ``wait``)."""
@@ -60,6 +62,11 @@ class Committer:
             self.store.set_archive([(ids[id(p)], result) for p, result in done])
             answered = {id(p) for p, _ in done}
             self.pending = [(i, p) for i, p in self.pending if id(p) not in answered]
+
+    def _credits(self, row: dict) -> bool:
+        """Whether the row moves its parents' curiosity: a sampled child (a tuning trial is the engine's, not the
+        parents' doing) when a selection reads curiosity."""
+        return self.curious and row["id"] > 0 and row["island"] is not None and row["sampler"] != TUNE
 
     def score(self, program_id: int) -> float | None:
         row = self.store.get(program_id)
@@ -77,9 +84,12 @@ class Committer:
             if i == 0:  # the seed founds every island (its archive result stays NULL, as in earlier stores)
                 self.archipelago.add_everywhere(i, row["score"], vector)
             else:
-                result = self.archipelago.add(row["island"], i, row["score"], vector, epoch=row.get("epoch"))
+                result = self.archipelago.add(row["island"], i, row["score"], vector, epoch=row.get("epoch"),
+                                              parents=row["parents"] if self._credits(row) else ())
             if row["score"] > self.best.score:
                 self.best = Best(i, row["score"])
+        elif self._credits(row):
+            self.archipelago.record_failure(row["island"], row["parents"])
         if self.config.selection == "dgm" and i > 0 and row["island"] is not None:
             self.archipelago.record_child(row["island"], row["parents"])  # every child counts, failed or not
         c = self.config

@@ -79,12 +79,17 @@ class RunConfig:
     selection: str = knob("exploit", "parent selection: uniform (over occupied cells, MAP-Elites), boltzmann "
                                      "(FunSearch: softmax over score clusters, decaying temperature), dgm (Darwin "
                                      "Godel Machine: sigmoid of score / (1 + children)), best ((1+1)-EPS hill "
-                                     "climbing), exploit (the archipelago's best parents on --exploit-share of prompts, the "
-                                     "island's uniform cells on the rest), seed (always the seed program: random mutation baseline)",
-                          choices=("uniform", "boltzmann", "dgm", "best", "exploit", "seed"))
+                                     "climbing), curiosity (Cully & Demiris: cells whose children entered the archive), "
+                                     "exploit (the archipelago's best parents on --exploit-share of prompts, the "
+                                     "island's cells drawn by --explore on the rest), seed (always the seed program: random "
+                                     "mutation baseline)",
+                          choices=("uniform", "boltzmann", "dgm", "best", "curiosity", "exploit", "seed"))
     exploit_share: float = knob(0.5, "--selection exploit: share of prompts showing the archipelago's best parents (the rest "
-                                   "draw uniform cells of their island)",
+                                   "draw cells of their island by --explore)",
                                 minimum=0)
+    explore: str = knob("uniform", "--selection exploit: how the other prompts draw their island's cells: uniform, or "
+                                   "curiosity (each child that enters the archive adds 1 to its parents' score, any other "
+                                   "takes 0.5; p ~ sigmoid(score))", choices=("uniform", "curiosity"))
     archive: str = knob("grid", "island archive: grid (pyribs GridArchive over the descriptors), cvt (pyribs "
                                 "CVTArchive, --cvt-cells centroids) or clusters (FunSearch-style: no grid, one "
                                 "cluster per score)", choices=tuple(ARCHIVES))

@@ -58,6 +58,7 @@ def saved_config(run_dir: Path) -> dict:
         raise RunDirError(f"{run_dir / 'config.yaml'} is damaged: not a mapping")
     if "max_tokens" in saved and "answer_tokens" not in saved:  # before the rename, max_tokens capped each answer
         saved["answer_tokens"] = saved.pop("max_tokens")
+    saved.setdefault("explore", "uniform")  # saved before --explore: resumes as it ran
     return saved
 
 

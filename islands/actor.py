@@ -43,7 +43,7 @@ from islands.island import Elite
 
 # Pure readers: not journaled. Anything else (add, clear, record_child, selection with its
 # own counters, methods added later) is journaled, so restore stays exact as islands grow.
-READ_ONLY = frozenset({"best", "elites", "cell_of", "clip", "stats", "children", "occupied_cell", "top",
+READ_ONLY = frozenset({"best", "elites", "cell_of", "clip", "stats", "children", "curiosity", "occupied_cell", "top",
                        "select_parents", "sample_elites", "elite_cells", "__len__"})
 RESTART_WAIT_S = 120.0
 
@@ -230,15 +230,20 @@ class RayArchipelago(Archipelago):
         super().__init__(*args, **kwargs)
         self.migrations = 0
 
-    def add(self, island: int, program_id: int, score: float, descriptors, epoch: int | None = None):
+    def add(self, island: int, program_id: int, score: float, descriptors, epoch: int | None = None,
+            parents=()):
         """Pipelined: the insert is sent, not awaited; returns a ``Pending`` archive result (see ``settle``).
         A child that may be stale (its island was reset since its prompt) is decided at once."""
         if epoch is not None and epoch != self.epochs[island]:
-            return super().add(island, program_id, score, descriptors, epoch)
-        return Pending(self._island(island).submit("add", program_id, score, descriptors))
+            return super().add(island, program_id, score, descriptors, epoch, parents)
+        extra = ([int(p) for p in parents],) if parents else ()
+        return Pending(self._island(island).submit("add", program_id, score, descriptors, *extra))
 
     def record_child(self, island: int, parent_ids) -> None:
         self._island(island).submit("record_child", [int(p) for p in parent_ids])
+
+    def record_failure(self, island: int, parent_ids) -> None:
+        self._island(island).submit("record_failure", [int(p) for p in parent_ids])
 
     @staticmethod
     def settle(pending: list["Pending"], wait: bool = False) -> list:

@@ -55,8 +55,8 @@ class Archipelago:
     ``selection`` is the default parent-selection strategy: "uniform", "boltzmann",
     "dgm", "best", "exploit", or "seed" (always the founder given to ``add_everywhere``).
     "exploit" works across islands: on a share of prompts (``island_kwargs["exploit_share"]``)
-    the parents are the best elites of the whole archipelago, on the others uniform cells of
-    the prompt's own island. So the best lineage is climbed with the whole budget, as by
+    the parents are the best elites of the whole archipelago, on the others cells of the
+    prompt's own island, drawn by ``island_kwargs["explore"]`` (uniform or curiosity). So the best lineage is climbed with the whole budget, as by
     (1+1)-EPS, while every island keeps filling its cells as in MAP-Elites.
     """
 
@@ -77,6 +77,7 @@ class Archipelago:
         self.topology = topology
         self.selection = selection
         self.exploit_share = float((island_kwargs or {}).get("exploit_share", EXPLOIT_SHARE))
+        self.explore = (island_kwargs or {}).get("explore", "uniform")
         self.founder: Elite | None = None
         # ``make_island`` lets the Ray backend put each island in an actor (islands/actor.py).
         self.islands: list[Island] = [make_island(self.descriptors, qd_score_offset, **(island_kwargs or {}))
@@ -89,15 +90,17 @@ class Archipelago:
         return self.islands[island]
 
     def add(self, island: int, program_id: int, score: float, descriptors: Sequence[float],
-            epoch: int | None = None) -> str:
+            epoch: int | None = None, parents: Sequence[int] = ()) -> str:
         """Offer a child to its island. ``epoch``: the island's epoch when the child's
-        prompt was drawn (None: current); see the module note on stale children."""
+        prompt was drawn (None: current); see the module note on stale children.
+        ``parents``: its prompt's programs, whose curiosity scores the outcome moves."""
         isl = self._island(island)
         if epoch is not None and epoch != self.epochs[island]:
             best = isl.best()
             if best is not None and not score > best.score:
                 return ArchiveResult.STALE
-        return isl.add(program_id, score, descriptors)
+        return isl.add(program_id, score, descriptors, [int(p) for p in parents]) if parents else \
+            isl.add(program_id, score, descriptors)
 
     @staticmethod
     def settle(pending: list, wait: bool = False) -> list:
@@ -129,7 +132,7 @@ class Archipelago:
             draw = _child(rng)
             if draw.random() < self.exploit_share:
                 return self.top(k)
-            return self._island(island).select_parents(draw, k, "uniform")
+            return self._island(island).select_parents(draw, k, self.explore)
         return self._island(island).select_parents(_child(rng), k, strategy)
 
     def top(self, k: int) -> list[Elite]:
@@ -149,6 +152,10 @@ class Archipelago:
     def record_child(self, island: int, parent_ids: Sequence[int]) -> None:
         """One more child (any outcome) of each parent, counted on the island it was drawn from (DGM)."""
         self._island(island).record_child([int(p) for p in parent_ids])
+
+    def record_failure(self, island: int, parent_ids: Sequence[int]) -> None:
+        """A child drawn from ``island`` failed: its parents' curiosity falls there."""
+        self._island(island).record_failure([int(p) for p in parent_ids])
 
     def select_mates(self, island: int, rng: np.random.Generator) -> list[Elite]:
         """Two parents for crossover, sorted by score ascending: the first drawn from

@@ -25,21 +25,31 @@ class ClusterIsland:
     def __init__(self, descriptors: Sequence, qd_score_offset: float | None = None, *, max_clusters: int = 256,
                  cluster_cap: int = 4, temperature0: float = selection.TEMPERATURE0,
                  temperature_period: int = selection.TEMPERATURE_PERIOD, dgm_lambda: float = selection.DGM_LAMBDA,
-                 exploit_share: float = selection.EXPLOIT_SHARE, **_grid_options):
+                 exploit_share: float = selection.EXPLOIT_SHARE, explore: str = "uniform", **_grid_options):
         self.descriptors = tuple(descriptors)
         self.max_clusters, self.cluster_cap = int(max_clusters), int(cluster_cap)
         self.temperature0, self.temperature_period, self.dgm_lambda = temperature0, int(temperature_period), dgm_lambda
         self.exploit_share = float(exploit_share)
+        if explore not in selection.EXPLORE:
+            raise ValueError(f"explore must be one of {', '.join(selection.EXPLORE)}, got {explore!r}")
+        self.explore = explore
         self._size_axis = next((i for i, d in enumerate(self.descriptors) if d.name == "size"), None)
         self._offset = qd_score_offset
         self._clusters: dict[float, list[Elite]] = {}  # signature -> members, shortest first
         self._children: dict[int, int] = {}
+        self._curiosity: dict[int, float] = {}
         self.offered = 0
 
     def _size(self, e: Elite) -> float:
         return 0.0 if self._size_axis is None else e.descriptors[self._size_axis]
 
-    def add(self, program_id: int, score: float, descriptors: Sequence[float]) -> str:
+    def add(self, program_id: int, score: float, descriptors: Sequence[float], parents: Sequence[int] = ()) -> str:
+        status = self._insert(program_id, score, descriptors)
+        if parents:
+            self._credit(parents, status in (ArchiveResult.NEW, ArchiveResult.IMPROVE))
+        return status
+
+    def _insert(self, program_id: int, score: float, descriptors: Sequence[float]) -> str:
         score = float(score)
         if not math.isfinite(score):
             raise ValueError(f"program {program_id}: score must be finite, got {score}")
@@ -59,13 +69,16 @@ class ClusterIsland:
                     return ArchiveResult.NOT_ADDED
                 for m in self._clusters.pop(worst):
                     self._children.pop(m.program_id, None)
+                    self._curiosity.pop(m.program_id, None)
             self._clusters[score] = [e]
             return ArchiveResult.NEW
         status = ArchiveResult.NEW
         if len(members) >= self.cluster_cap:
             if self._size(e) >= self._size(members[-1]):
                 return ArchiveResult.NOT_ADDED
-            self._children.pop(members.pop().program_id, None)  # the longest leaves
+            gone = members.pop().program_id  # the longest leaves
+            self._children.pop(gone, None)
+            self._curiosity.pop(gone, None)
             status = ArchiveResult.IMPROVE
         members.append(e)
         members.sort(key=self._size)  # stable: equal sizes keep arrival order
@@ -74,6 +87,7 @@ class ClusterIsland:
     def clear(self) -> None:
         self._clusters.clear()
         self._children.clear()
+        self._curiosity.clear()
         self.offered = 0
 
     def record_child(self, parent_ids: Sequence[int]) -> None:
@@ -84,6 +98,19 @@ class ClusterIsland:
 
     def children(self, program_id: int) -> int:
         return self._children.get(int(program_id), 0)
+
+    def record_failure(self, parent_ids: Sequence[int]) -> None:
+        self._credit(parent_ids, False)
+
+    def _credit(self, parent_ids: Sequence[int], entered: bool) -> None:
+        held = {e.program_id for e in self.elites()}
+        change = selection.CURIOSITY_GAIN if entered else -selection.CURIOSITY_LOSS
+        for pid in parent_ids:
+            if int(pid) in held:
+                self._curiosity[int(pid)] = self._curiosity.get(int(pid), 0.0) + change
+
+    def curiosity(self, program_id: int) -> float:
+        return self._curiosity.get(int(program_id), 0.0)
 
     def elites(self) -> list[Elite]:
         """Every program held, by signature ascending, shortest first within one."""
@@ -103,8 +130,11 @@ class ClusterIsland:
             picks = selection.dgm(rng, scores, [self.children(e.program_id) for e in pool], k, self.dgm_lambda)
         elif strategy == "best":
             picks = selection.best(scores, k)
+        elif strategy == "curiosity":
+            picks = selection.curiosity(rng, [self.curiosity(e.program_id) for e in pool], k)
         elif strategy == "exploit":
-            picks = selection.exploit(rng, scores, k, self.exploit_share)
+            curious = [self.curiosity(e.program_id) for e in pool] if self.explore == "curiosity" else None
+            picks = selection.exploit(rng, scores, k, self.exploit_share, curious)
         else:
             raise ValueError(f"strategy must be one of {', '.join(selection.STRATEGIES)}, got {strategy!r}")
         return sorted((pool[p] for p in picks), key=lambda e: e.score)

@@ -105,7 +105,7 @@ class Island:
     def __init__(self, descriptors: Sequence[Descriptor], qd_score_offset: float | None = None, *,
                  archive: str = "grid", cvt_cells: int = 64, temperature0: float = selection.TEMPERATURE0,
                  temperature_period: int = selection.TEMPERATURE_PERIOD, dgm_lambda: float = selection.DGM_LAMBDA,
-                 exploit_share: float = selection.EXPLOIT_SHARE):
+                 exploit_share: float = selection.EXPLOIT_SHARE, explore: str = "uniform"):
         self.descriptors = tuple(descriptors)
         if archive not in ARCHIVES:
             raise ValueError(f"archive must be one of {', '.join(ARCHIVES)}, got {archive!r}")
@@ -128,6 +128,9 @@ class Island:
             raise ValueError(f"exploit_share must be in [0, 1], got {exploit_share}")
         self.temperature0, self.temperature_period, self.dgm_lambda = temperature0, int(temperature_period), dgm_lambda
         self.exploit_share = float(exploit_share)
+        if explore not in selection.EXPLORE:
+            raise ValueError(f"explore must be one of {', '.join(selection.EXPLORE)}, got {explore!r}")
+        self.explore = explore
         self._cvt_cells = int(cvt_cells)
         self._centroids = None  # computed once, reused when the archive is rebuilt
         self._low = [float(d.low) for d in self.descriptors] or [0.0]
@@ -162,6 +165,7 @@ class Island:
         self._scores: list[float] = []
         self._desc: list[tuple[float, ...]] = []
         self._children: dict[int, int] = {}  # program id -> children drawn from it here (DGM)
+        self._curiosity: dict[int, float] = {}  # program id -> curiosity score (selection.curiosity)
 
     # -- writing --------------------------------------------------------------------
 
@@ -203,8 +207,15 @@ class Island:
             return m
         return np.asarray(values, dtype=np.float64)
 
-    def add(self, program_id: int, score: float, descriptors: Sequence) -> str:
-        """Offer a program; returns "new", "improve" or "not_added"."""
+    def add(self, program_id: int, score: float, descriptors: Sequence, parents: Sequence[int] = ()) -> str:
+        """Offer a program; returns "new", "improve" or "not_added". ``parents``: the ids its prompt
+        showed, whose curiosity scores the outcome changes (those held here)."""
+        status = self._insert(program_id, score, descriptors)
+        if parents:
+            self._credit(parents, status in (ArchiveResult.NEW, ArchiveResult.IMPROVE))
+        return status
+
+    def _insert(self, program_id: int, score: float, descriptors: Sequence) -> str:
         score = float(score)
         if not math.isfinite(score):
             raise ValueError(f"program {program_id}: score must be finite, got {score}")
@@ -230,6 +241,7 @@ class Island:
             self._desc.append(values)
         elif status == "improve":
             self._children.pop(self._ids[pos], None)  # an evicted elite is never drawn again here
+            self._curiosity.pop(self._ids[pos], None)
             self._ids[pos], self._scores[pos], self._desc[pos] = int(program_id), score, values
         return status
 
@@ -248,6 +260,20 @@ class Island:
 
     def children(self, program_id: int) -> int:
         return self._children.get(int(program_id), 0)
+
+    def record_failure(self, parent_ids: Sequence[int]) -> None:
+        """A child of these parents failed (never offered): lower the curiosity of those held here."""
+        self._credit(parent_ids, False)
+
+    def _credit(self, parent_ids: Sequence[int], entered: bool) -> None:
+        held = set(self._ids)
+        change = selection.CURIOSITY_GAIN if entered else -selection.CURIOSITY_LOSS
+        for pid in parent_ids:
+            if int(pid) in held:
+                self._curiosity[int(pid)] = self._curiosity.get(int(pid), 0.0) + change
+
+    def curiosity(self, program_id: int) -> float:
+        return self._curiosity.get(int(program_id), 0.0)
 
     # -- reading --------------------------------------------------------------------
 
@@ -271,8 +297,11 @@ class Island:
                                   self.dgm_lambda)
         elif strategy == "best":
             picks = selection.best(self._scores, k)
+        elif strategy == "curiosity":
+            picks = selection.curiosity(rng, [self.curiosity(i) for i in self._ids], k)
         elif strategy == "exploit":
-            picks = selection.exploit(rng, self._scores, k, self.exploit_share)
+            curious = [self.curiosity(i) for i in self._ids] if self.explore == "curiosity" else None
+            picks = selection.exploit(rng, self._scores, k, self.exploit_share, curious)
         else:
             raise ValueError(f"strategy must be one of {', '.join(selection.STRATEGIES)}, got {strategy!r}")
         return sorted((self._elite_at(p) for p in picks), key=lambda e: e.score)  # stable on equal scores

@@ -15,16 +15,24 @@ All costs are O(elites) per call, and an island holds at most one elite per cell
   (1 + children), s_norm min-max normalised as above, children = results already
   produced from that parent on this island (failed ones included).
 - ``best``: the top-k by score ((1+1)-EPS hill climbing with k = 1).
+- ``curiosity``: curiosity scores (Cully & Demiris 2018, "Quality and Diversity
+  Optimization: A Unifying Modular Framework"): an elite's score rises by 1 for each
+  child that entered the archive (a new cell or a better elite) and falls by 0.5 for
+  each that did not (failed children included); p ∝ sigmoid(curiosity), so a new elite
+  weighs 1/2, one whose children keep entering tends to 1 and a barren one to 0. Only
+  the island that holds the parent counts its children.
 - ``exploit``: an exploitation share over MAP-Elites: with probability ``share`` a
-  prompt gets the top-k (as ``best``), otherwise k uniform cells (as ``uniform``).
-  Drawn per prompt, not per parent, so an exploiting prompt shows the island's best
-  lineage whole and an exploring one a fair sample of the cells.
+  prompt gets the top-k (as ``best``), otherwise k cells drawn by the ``explore``
+  rule (``uniform``, or ``curiosity``). Drawn per prompt, not per parent, so an
+  exploiting prompt shows the island's best lineage whole and an exploring one a
+  sample of the cells.
 """
 from __future__ import annotations
 
 import numpy as np
 
-STRATEGIES = ("uniform", "boltzmann", "dgm", "best", "exploit")
+STRATEGIES = ("uniform", "boltzmann", "dgm", "best", "curiosity", "exploit")
+EXPLORE = ("uniform", "curiosity")  # what the exploring prompts of ``exploit`` draw by
 
 # FunSearch's defaults (Romera-Paredes et al. 2024, Methods, "Prompt building"):
 # T0 = 0.1, N = 30,000.
@@ -33,6 +41,9 @@ TEMPERATURE_PERIOD = 30_000
 # DGM's λ (sharpness of the sigmoid) and midpoint (Zhang et al. 2025, Appendix "parent selection").
 DGM_LAMBDA = 10.0
 DGM_MIDPOINT = 0.5
+# Cully & Demiris 2018: a child that enters the archive adds 1 to each parent's curiosity, any other costs 0.5.
+CURIOSITY_GAIN = 1.0
+CURIOSITY_LOSS = 0.5
 # Share of prompts that exploit the island's best cells (``exploit``); chosen by
 # benchmarks/search_ablation.py (see the README's "Parent selection").
 EXPLOIT_SHARE = 0.5
@@ -115,12 +126,25 @@ def best(scores: list[float], k: int) -> list[int]:
     return order[:k] + [order[0]] * max(0, k - n)
 
 
-def exploit(rng: np.random.Generator, scores: list[float], k: int, share: float = EXPLOIT_SHARE) -> list[int]:
-    """The top-k with probability ``share``, else k uniform positions (one draw decides the prompt)."""
+def curiosity(rng: np.random.Generator, curiosities: list[float], k: int) -> list[int]:
+    """k positions drawn with p ∝ sigmoid(curiosity score)."""
+    n = len(curiosities)
+    if n == 0 or k == 0:
+        return []
+    w = 1.0 / (1.0 + np.exp(-np.asarray(curiosities, dtype=np.float64)))
+    return _draw(rng, n, k, w / w.sum())
+
+
+def exploit(rng: np.random.Generator, scores: list[float], k: int, share: float = EXPLOIT_SHARE,
+            curiosities: list[float] | None = None) -> list[int]:
+    """The top-k with probability ``share``, else k positions drawn by curiosity when ``curiosities``
+    are given, uniformly otherwise (one draw decides the prompt)."""
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"exploit share must be in [0, 1], got {share}")
     if len(scores) == 0 or k == 0:
         return []
     if rng.random() < share:
         return best(scores, k)
+    if curiosities is not None:
+        return curiosity(rng, curiosities, k)
     return uniform(rng, len(scores), k)

@@ -337,6 +337,38 @@ def test_boltzmann_favours_high_score_clusters_and_short_programs_within_one():
     assert counts[1] < counts[4] < 100
 
 
+def test_curiosity_rises_with_children_that_enter_and_falls_with_the_rest():
+    isl = Island(GRID)
+    isl.add(1, 1.0, (1.0, 0.0))
+    isl.add(2, 1.0, (9.0, 0.0))
+    assert isl.add(3, 0.5, (5.0, 0.0), parents=[1, 2, 42]) == "new"  # 42 is not held here: ignored
+    assert (isl.curiosity(1), isl.curiosity(2), isl.curiosity(42)) == (1.0, 1.0, 0.0)
+    assert isl.add(4, 0.0, (5.0, 0.0), parents=[1]) == "not_added"  # worse than 3 in its cell
+    isl.record_failure([1])  # a child that failed to run
+    assert isl.curiosity(1) == 0.0 and isl.curiosity(3) == 0.0
+    for _ in range(6):
+        isl.record_failure([1])
+    rng = np.random.default_rng(0)
+    counts = {1: 0, 2: 0, 3: 0}
+    for _ in range(3000):
+        (p,) = isl.select_parents(rng, 1, "curiosity")
+        counts[p.program_id] += 1
+    # sigmoid(1) = 0.73 for 2, sigmoid(0) = 0.5 for 3, sigmoid(-3) = 0.047 for 1.
+    assert counts[2] > counts[3] > 8 * counts[1] > 0
+    assert isl.add(5, 2.0, (9.0, 0.0), parents=[2]) == "improve"  # replaces its own parent: no credit, no score left
+    assert isl.curiosity(2) == 0.0 and isl.curiosity(5) == 0.0
+    # exploit's exploring prompts draw by curiosity when the island is built so.
+    curious = Island(GRID, exploit_share=0.0, explore="curiosity")
+    for pid, x in ((1, 1.0), (2, 9.0)):
+        curious.add(pid, 1.0, (x, 0.0))
+    for _ in range(5):
+        curious.record_failure([1])
+    picks = [curious.select_parents(rng, 1, "exploit")[0].program_id for _ in range(500)]
+    assert picks.count(2) > 4 * picks.count(1)  # 0.5 against sigmoid(-2.5) = 0.076: 6.6 times
+    with pytest.raises(ValueError, match="explore must be one of uniform, curiosity"):
+        Island(GRID, explore="novelty")
+
+
 def test_dgm_selection_discounts_parents_with_many_children():
     isl = Island(GRID)
     isl.add(1, 1.0, (1.0, 0.0))
@@ -520,6 +552,15 @@ def test_engine_handles_children_of_reset_islands_and_writes_heatmap_and_qd_metr
     # Same seed, same run: DGM's children counts and the stale rule replay exactly.
     again, again_events = _cli_run(tmp_path / "b", "--selection", "dgm")
     assert again == rows and again_events == events
+
+
+def test_curiosity_exploration_replays_exactly_and_differs_from_uniform(tmp_path):
+    rows, events = _cli_run(tmp_path / "a", "--explore", "curiosity", "--reset-interval", "0")
+    again, again_events = _cli_run(tmp_path / "b", "--explore", "curiosity", "--reset-interval", "0")
+    assert again == rows and again_events == events
+    uniform, _ = _cli_run(tmp_path / "c", "--explore", "uniform", "--reset-interval", "0")
+    # The same seed draws other parents once curiosity scores differ.
+    assert [r[5] for r in uniform] != [r[5] for r in rows]
 
 
 def test_runtime_descriptor_is_opt_in_and_island_options_reach_the_islands():

@@ -21,7 +21,7 @@ tied_scores = st.sampled_from([-2.0, -1.0, 0.0, 0.5, 3.0])
 desc_values = st.tuples(st.one_of(st.floats(-5, 15), st.sampled_from([-math.inf, math.inf, 0.0, 10.0, 2.0, 4.0])),
                         st.floats(-2, 2))
 adds = st.lists(st.tuples(st.one_of(scores, tied_scores), desc_values), min_size=1, max_size=40)
-STRATEGIES = ("uniform", "boltzmann", "dgm", "best")
+STRATEGIES = ("uniform", "boltzmann", "dgm", "best", "curiosity", "exploit")
 
 
 def make(kind: str):
@@ -159,6 +159,7 @@ def test_every_strategy_draws_held_elites_deterministically(items, strategy, k, 
     for pid, (score, desc) in enumerate(items):
         isl.add(pid, score, desc)
     isl.record_child([e.program_id for e in isl.elites()][:2])
+    isl.record_failure([e.program_id for e in isl.elites()][1:3])
     parents = isl.select_parents(np.random.default_rng(seed), k, strategy)
     assert len(parents) == k
     assert all(p in isl.elites() for p in parents)

@@ -332,7 +332,10 @@ def test_a_run_saved_before_the_rename_resumes_with_its_answer_limit(tmp_path):
 
     (tmp_path / "evosearch.db").write_bytes(b"")
     (tmp_path / "config.yaml").write_text("problem: bin_packing\nsampler: local\nmax_tokens: 300\n")
-    assert saved_config(tmp_path) == {"problem": "bin_packing", "sampler": "local", "answer_tokens": 300}
+    assert saved_config(tmp_path) == {"problem": "bin_packing", "sampler": "local", "answer_tokens": 300,
+                                      "explore": "uniform"}  # saved before --explore, too: it explored uniformly
+    (tmp_path / "config.yaml").write_text("problem: bin_packing\nexplore: curiosity\n")
+    assert saved_config(tmp_path)["explore"] == "curiosity"
 
 
 # --- whole runs through the CLI ---------------------------------------------------------
