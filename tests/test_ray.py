@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = 40
 SETTINGS = dict(problem="bin_packing", sampler="mutate", samples=SAMPLES, islands=2, seed=3, workers=1,
                 concurrency=4, migration_interval=10, reset_interval=20,
+                explore="curiosity",  # curiosity scores move with every insert and failure: journaled, restored
                 problem_options={"train_items": 200, "test_items": 300}, quiet=True)
 COLUMNS = ("id", "island", "parents", "code", "status", "reason", "score", "archive", "functional_hash")
 
