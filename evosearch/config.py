@@ -89,7 +89,8 @@ class RunConfig:
                                 minimum=0)
     explore: str = knob("uniform", "--selection exploit: how the other prompts draw their island's cells: uniform, or "
                                    "curiosity (each child that enters the archive adds 1 to its parents' score, any other "
-                                   "takes 0.5; p ~ sigmoid(score))", choices=("uniform", "curiosity"))
+                                   "takes 0.5; p ~ sigmoid(score)): more cells on TSP, a worse held-out best on bin packing "
+                                   "(README, \"Which settings find most\")", choices=("uniform", "curiosity"))
     archive: str = knob("grid", "island archive: grid (pyribs GridArchive over the descriptors), cvt (pyribs "
                                 "CVTArchive, --cvt-cells centroids) or clusters (FunSearch-style: no grid, one "
                                 "cluster per score)", choices=tuple(ARCHIVES))
