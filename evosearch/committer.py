@@ -1,8 +1,8 @@
 """The tell side: results enter the islands and the store, one commit at a time.
 
 A commit inserts an evaluated program into its island (the seed into every island),
-counts a child for DGM selection, moves its parents' curiosity scores (curiosity selection), runs whatever migration or reset is due, and
-records it all in the store as commit number ``seq`` in one transaction. The commit
+counts a child for DGM selection, moves its parents' curiosity scores (curiosity
+selection), runs whatever migration or reset is due, and records it all in the store as commit number ``seq`` in one transaction. The commit
 order is the only thing replay needs: resume feeds the recorded commits back through
 the same ``commit`` in the same order and gets the same islands, whichever commit mode
 made them. What later plans read (best, bandit rewards, recent failures per island,
@@ -52,7 +52,8 @@ class Committer:
         self.qd_history: list[dict] = []
         self.pending: list[tuple[int, object]] = []  # (program id, insert under way): archive results to record
         # Curiosity scores move only where a selection reads them: no extra island calls otherwise.
-        self.curious = config.selection == "curiosity" or (config.selection == "exploit" and config.explore == "curiosity")
+        self.curious = config.selection == "curiosity" or (config.selection == "exploit"
+                                                            and config.explore == "curiosity")
 
     def settle(self, wait: bool = False) -> None:
         """Record the archive results that islands in actors have answered since (all, with ``wait``)."""

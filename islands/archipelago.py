@@ -53,11 +53,12 @@ class Archipelago:
     island (the Ray backend passes one that puts it in an actor); ``island_kwargs``
     are e.g. ``archive``, ``cvt_cells``, ``temperature0``, ``temperature_period``.
     ``selection`` is the default parent-selection strategy: "uniform", "boltzmann",
-    "dgm", "best", "exploit", or "seed" (always the founder given to ``add_everywhere``).
+    "dgm", "best", "curiosity", "exploit", or "seed" (always the founder given to ``add_everywhere``).
     "exploit" works across islands: on a share of prompts (``island_kwargs["exploit_share"]``)
     the parents are the best elites of the whole archipelago, on the others cells of the
-    prompt's own island, drawn by ``island_kwargs["explore"]`` (uniform or curiosity). So the best lineage is climbed with the whole budget, as by
-    (1+1)-EPS, while every island keeps filling its cells as in MAP-Elites.
+    prompt's own island drawn by ``island_kwargs["explore"]`` (uniform or curiosity). So the
+    best lineage is climbed with the whole budget, as by (1+1)-EPS, while every island keeps
+    filling its cells as in MAP-Elites.
     """
 
     def __init__(self, n_islands: int, descriptors: Sequence[Descriptor], migration_interval: int = 0,
@@ -99,8 +100,9 @@ class Archipelago:
             best = isl.best()
             if best is not None and not score > best.score:
                 return ArchiveResult.STALE
-        return isl.add(program_id, score, descriptors, [int(p) for p in parents]) if parents else \
-            isl.add(program_id, score, descriptors)
+        if parents:  # passed only when a selection reads curiosity: other island classes need not take them
+            return isl.add(program_id, score, descriptors, [int(p) for p in parents])
+        return isl.add(program_id, score, descriptors)
 
     @staticmethod
     def settle(pending: list, wait: bool = False) -> list:
