@@ -103,11 +103,7 @@ class ClusterIsland:
         self._credit(parent_ids, False)
 
     def _credit(self, parent_ids: Sequence[int], entered: bool) -> None:
-        held = {e.program_id for e in self.elites()}
-        change = selection.CURIOSITY_GAIN if entered else -selection.CURIOSITY_LOSS
-        for pid in parent_ids:
-            if int(pid) in held:
-                self._curiosity[int(pid)] = self._curiosity.get(int(pid), 0.0) + change
+        selection.credit(self._curiosity, {e.program_id for e in self.elites()}, parent_ids, entered)
 
     def curiosity(self, program_id: int) -> float:
         return self._curiosity.get(int(program_id), 0.0)

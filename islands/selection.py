@@ -126,6 +126,15 @@ def best(scores: list[float], k: int) -> list[int]:
     return order[:k] + [order[0]] * max(0, k - n)
 
 
+def credit(curiosities: dict[int, float], held: set[int], parent_ids, entered: bool) -> None:
+    """Move the curiosity scores (program id -> score, updated in place) of the parents in ``held``
+    after one of their children entered the archive (``entered``) or did not."""
+    change = CURIOSITY_GAIN if entered else -CURIOSITY_LOSS
+    for pid in parent_ids:
+        if int(pid) in held:
+            curiosities[int(pid)] = curiosities.get(int(pid), 0.0) + change
+
+
 def curiosity(rng: np.random.Generator, curiosities: list[float], k: int) -> list[int]:
     """k positions drawn with p ∝ sigmoid(curiosity score)."""
     n = len(curiosities)
