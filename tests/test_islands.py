@@ -367,6 +367,15 @@ def test_curiosity_rises_with_children_that_enter_and_falls_with_the_rest():
     assert picks.count(2) > 4 * picks.count(1)  # 0.5 against sigmoid(-2.5) = 0.076: 6.6 times
     with pytest.raises(ValueError, match="explore must be one of uniform, curiosity"):
         Island(GRID, explore="novelty")
+    # FunSearch-style cluster islands keep the same scores.
+    clusters = ClusterIsland(GRID, max_clusters=3)
+    for pid in (1, 2):
+        clusters.add(pid, float(pid), (1.0, 0.0))
+    assert clusters.add(3, 3.0, (1.0, 0.0), parents=[1, 2]) == "new"
+    clusters.record_failure([1])
+    assert (clusters.curiosity(1), clusters.curiosity(2)) == (0.5, 1.0)
+    clusters.add(4, 4.0, (1.0, 0.0))  # a fourth cluster: the lowest (1) leaves, and its score with it
+    assert clusters.curiosity(1) == 0.0
 
 
 def test_dgm_selection_discounts_parents_with_many_children():
