@@ -66,6 +66,7 @@ def _settings(args: argparse.Namespace, *own: str) -> dict:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
+    import signal
 
     from .api import execute, prepare
 
@@ -76,14 +77,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = Path(args.resume) if args.resume else new_run_dir(config)
     print(f"evosearch: {config.problem} with sampler {config.sampler}, {config.samples} samples, "
           f"{config.islands} islands, seed {config.seed} -> {run_dir} (log: {run_dir / 'run.log'})", file=sys.stderr)
+    async def main() -> dict:
+        # SIGTERM (kill, `ray job stop`, a scheduler preempting the node) stops the run as Ctrl-C does: the
+        # task is cancelled and writes its summary and report. A second SIGTERM kills at once.
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+
+        def terminate() -> None:
+            loop.remove_signal_handler(signal.SIGTERM)
+            task.cancel("SIGTERM")
+
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+        return await execute(config, problem, run_dir)
+
     try:
         with Terminal(run_dir):
-            summary = asyncio.run(execute(config, problem, run_dir))
-    except KeyboardInterrupt:
+            summary = asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError) as e:
         partial = (run_dir / "summary.json").is_file()
-        print(f"\nevosearch: interrupted{'; summary so far in ' + str(run_dir / 'summary.json') if partial else ''}"
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated (SIGTERM)"
+        print(f"\nevosearch: {why}{'; summary so far in ' + str(run_dir / 'summary.json') if partial else ''}"
               f"; continue with: evosearch run --resume {run_dir}", file=sys.stderr)
-        return 130
+        return 130 if isinstance(e, KeyboardInterrupt) else 128 + signal.SIGTERM
     print(format_summary(summary, run_dir))
     return 0
 

@@ -164,11 +164,10 @@ def test_the_example_config_runs_as_it_is(tmp_path):
     assert f"run {Path('runs') / run_dir.name}: 60 samples" in proc.stdout
 
 
-@pytest.mark.slow
-def test_ctrl_c_ends_cleanly_writes_the_summary_and_resume_finishes(tmp_path):
-    out = tmp_path / "run"
+def start_a_long_run(out: Path) -> subprocess.Popen:
+    """A mutate run in a session of its own, returned once it has 20 programs that ran."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    # Ctrl-C in a terminal signals the whole foreground process group: the CLI and its sandbox workers.
+    # SIG_DFL: a test run from a background shell job inherits an ignored SIGINT, a terminal's run does not.
     proc = subprocess.Popen([sys.executable, "-m", "evosearch", "run", "bin_packing", "--sampler", "mutate",
                              "--samples", "2000", "--out", str(out), *SMALL], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
@@ -182,6 +181,26 @@ def test_ctrl_c_ends_cleanly_writes_the_summary_and_resume_finishes(tmp_path):
                     break
         except sqlite3.Error:
             continue
+    return proc
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started, from any of its threads (the pool starts workers from its own)."""
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    try:  # a zombie (state Z) has ended; only its parent has not read its status yet
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_cleanly_writes_the_summary_and_resume_finishes(tmp_path):
+    out = tmp_path / "run"
+    proc = start_a_long_run(out)
+    # Ctrl-C in a terminal signals the whole foreground process group: the CLI and its sandbox workers.
     os.killpg(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
@@ -195,6 +214,32 @@ def test_ctrl_c_ends_cleanly_writes_the_summary_and_resume_finishes(tmp_path):
     evosearch("run", "--resume", str(out), "--samples", "100", "--quiet")
     summary = json.loads((out / "summary.json").read_text())
     assert "stopped" not in summary and summary["best"]["test"] is not None
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_leaves_no_worker(tmp_path):
+    # `kill`, `ray job stop` and a scheduler preempting a node send SIGTERM to the CLI alone.
+    out = tmp_path / "run"
+    proc = start_a_long_run(out)
+    workers = children(proc.pid)
+    assert workers, "the run has sandbox workers"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=600)  # a hang guard
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == (f"evosearch: terminated (SIGTERM); summary so far in "
+                                               f"{out / 'summary.json'}; continue with: evosearch run --resume {out}")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"].startswith("interrupted") and summary["best"]["train"] is not None
+    assert (out / "report.html").is_file() and "run ended by CancelledError: SIGTERM" in (out / "run.log").read_text()
+    deadline = time.monotonic() + 60  # a hang guard: the sandbox workers end with the run they serve
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [w for w in workers if alive(w)], "a sandbox worker outlived its run"
+    with sqlite3.connect(out / "evosearch.db") as db:
+        done = db.execute("SELECT COUNT(*) FROM programs WHERE status != 'pending'").fetchone()[0]
+    evosearch("run", "--resume", str(out), "--samples", str(done + 5), "--quiet")
+    assert "stopped" not in json.loads((out / "summary.json").read_text())
 
 
 def test_a_run_that_finds_nothing_says_what_to_try(tmp_path):
