@@ -77,6 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = Path(args.resume) if args.resume else new_run_dir(config)
     print(f"evosearch: {config.problem} with sampler {config.sampler}, {config.samples} samples, "
           f"{config.islands} islands, seed {config.seed} -> {run_dir} (log: {run_dir / 'run.log'})", file=sys.stderr)
+
     async def main() -> dict:
         # SIGTERM (kill, `ray job stop`, a scheduler preempting the node) stops the run as Ctrl-C does: the
         # task is cancelled and writes its summary and report. A second SIGTERM kills at once.
