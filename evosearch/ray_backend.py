@@ -28,9 +28,12 @@ wants a token without one fails with a one-line error saying what to set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import ray
@@ -52,6 +55,18 @@ class RayBackendError(SearchError):
     """The Ray cluster cannot be joined or cannot host the run (one line for the user)."""
 
 
+@contextlib.contextmanager
+def _sigterm_kept():
+    """ray.init() makes SIGTERM exit the driver at once (sys.exit, mid-await); the CLI's own handler, which
+    stops the run as Ctrl-C does and writes its summary, is put back."""
+    saved = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if saved is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, saved)
+
+
 def connect(address: str | None, *, resources: dict[str, float] | None = None, hidden_env: tuple[str, ...] = (),
             quiet: bool = False) -> bool:
     """Join the cluster at ``address`` ("auto", "HOST:PORT", "ray://...") or, when None, start
@@ -69,13 +84,15 @@ def connect(address: str | None, *, resources: dict[str, float] | None = None, h
         saved = {k: os.environ.pop(k) for k in hidden_env if k in os.environ}
         try:
             # "local": a new instance, even where another cluster runs on this machine.
-            ray.init(address="local", resources=resources or {}, include_dashboard=False,
-                     logging_level=logging.WARNING, log_to_driver=not quiet)
+            with _sigterm_kept():
+                ray.init(address="local", resources=resources or {}, include_dashboard=False,
+                         logging_level=logging.WARNING, log_to_driver=not quiet)
         finally:
             os.environ.update(saved)
         return True
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=not quiet)
+        with _sigterm_kept():
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=not quiet)
     except ray.exceptions.AuthenticationError as e:
         mode = os.environ.get(AUTH_MODE, "unset")
         raise RayBackendError(f"the Ray cluster at {address} wants token authentication ({AUTH_MODE} is {mode}): "

@@ -9,6 +9,7 @@ island elites as the local backend, whatever was killed on the way.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -178,7 +179,10 @@ def config_file(path: Path, **over) -> Path:
     return path
 
 
-def test_driver_killed_then_resume_continues(ray_cluster, local_run, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_driver_killed_then_resume_continues(ray_cluster, local_run, tmp_path, sig):
+    """SIGKILL: the driver dies at once. SIGTERM (`ray job stop`, a preempted node): it stops as on Ctrl-C,
+    writing its summary so far, though ray.init() makes SIGTERM exit the driver at once."""
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     settings = config_file(tmp_path / "run.yaml", backend="ray", address=ray_cluster.address, out=str(out))
@@ -189,8 +193,12 @@ def test_driver_killed_then_resume_continues(ray_cluster, local_run, tmp_path):
     while finished(db) < 12 and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert driver.poll() is None, f"the driver ended before it could be killed:\n{driver.stdout.read().decode()[-3000:]}"
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+    driver.send_signal(sig)
+    stopped = driver.communicate(timeout=600)[0].decode()  # a hang guard
+    if sig == signal.SIGTERM:
+        assert driver.returncode == 128 + signal.SIGTERM, stopped[-3000:]
+        assert stopped.strip().splitlines()[-1].startswith("evosearch: terminated (SIGTERM); summary so far in")
+        assert json.loads((out / "summary.json").read_text())["stopped"].startswith("interrupted")
     at_kill = finished(db)
     assert at_kill < SAMPLES + 1
     resumed = subprocess.run(evosearch_cmd("--resume", str(out)), cwd=REPO, env=env, capture_output=True,
