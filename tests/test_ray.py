@@ -181,8 +181,9 @@ def config_file(path: Path, **over) -> Path:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_driver_killed_then_resume_continues(ray_cluster, local_run, tmp_path, sig):
-    """SIGKILL: the driver dies at once. SIGTERM (`ray job stop`, a preempted node): it stops as on Ctrl-C,
-    writing its summary so far, though ray.init() makes SIGTERM exit the driver at once."""
+    """SIGKILL: the driver dies at once. SIGTERM (`ray job stop`, a preempted node): it stops as on Ctrl-C and
+    writes its summary so far (ray.init() installs a SIGTERM handler that exits at once; the backend restores
+    the CLI's)."""
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     settings = config_file(tmp_path / "run.yaml", backend="ray", address=ray_cluster.address, out=str(out))
