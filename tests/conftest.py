@@ -2,6 +2,7 @@ import atexit
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -51,6 +52,10 @@ def _gpu_missing() -> str | None:
 
 def pytest_configure(config):
     config._gpu_missing = _gpu_missing()
+    # A shell starts a background job (`pytest ... &`) with SIGINT ignored, and every run a test starts would
+    # inherit that: the tests that stop a run with Ctrl-C need the default a terminal gives.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_report_header(config):

@@ -167,11 +167,9 @@ def test_the_example_config_runs_as_it_is(tmp_path):
 def start_a_long_run(out: Path) -> subprocess.Popen:
     """A mutate run in a session of its own, returned once it has 20 programs that ran."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    # SIG_DFL: a test run from a background shell job inherits an ignored SIGINT, a terminal's run does not.
     proc = subprocess.Popen([sys.executable, "-m", "evosearch", "run", "bin_packing", "--sampler", "mutate",
                              "--samples", "2000", "--out", str(out), *SMALL], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         time.sleep(1)

@@ -21,12 +21,6 @@ from evosearch.report import load_run
 SMALL = ["--problem-options", "{train_items: 200, test_items: 300}", "--workers", "2", "--quiet"]
 
 
-def ctrl_c_reaches() -> None:
-    # A run started from a shell in the background (`pytest ... &`) inherits an ignored SIGINT, and so would
-    # the run under test, which the test stops with Ctrl-C: give it the default a terminal gives.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def committed(run_dir: Path) -> int:
     db = sqlite3.connect(f"file:{run_dir / 'evosearch.db'}?mode=ro", uri=True)
     try:
@@ -63,7 +57,7 @@ def test_dashboard_follows_a_live_run_and_compares_runs(server, tmp_path):
     # before a slow browser start had watched it grow.)
     run = subprocess.Popen([sys.executable, "-m", "evosearch", "run", "bin_packing", "--sampler", "mutate",
                             "--samples", "1000000", "--seed", "0", "--out", str(live), *SMALL],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_reaches)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         async def watch():
             async with Browser() as b:
@@ -126,7 +120,7 @@ def test_dashboard_beside_a_run_on_a_ray_cluster(ray_cluster, server, tmp_path):
     run = subprocess.Popen([sys.executable, "-m", "evosearch", "run", "bin_packing", "--sampler", "mutate",
                             "--samples", "400", "--seed", "0", "--backend", "ray", "--address", ray_cluster.address,
                             "--out", str(tmp_path / "on-ray"), *SMALL], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_reaches)
+                           stderr=subprocess.PIPE, text=True)
 
     def samples() -> int:
         with urllib.request.urlopen(url + "api/runs", timeout=60) as r:
