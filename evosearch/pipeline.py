@@ -203,7 +203,7 @@ def _duplicate_asks(attempts: list) -> int:
 
 def _asked(ask: Ask) -> dict:
     return {"island": ask.island, "parents": ask.parents, "sampler": ask.sampler, "edit_format": ask.edit_format,
-            "epoch": ask.epoch, "seen": ask.seen, "prompt_id": ask.extra.get("prompt_id")}
+            "epoch": ask.epoch, "seen": ask.seen, "prompt_id": ask.extra.get("prompt_id"), "exploit": ask.exploit}
 
 
 def _add_usage(usage: dict, tokens_in: int, tokens_out: int, retries: int, cost: float | None) -> None:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from islands.selection import learned_exploit
+
 from .prompt import EDIT_FORMATS, Shown, build_prompt
 from .samplers.base import Prompt, Sampler
 
@@ -52,6 +54,7 @@ class Ask:
     prompt: Prompt
     source: Sampler  # what answers the prompt
     extra: dict = field(default_factory=dict)  # an operator's own notes about this ask
+    exploit: bool | None = None  # --selection exploit: whether it shows the archipelago's best (None: not drawn so)
 
 
 class Operator:
@@ -102,13 +105,15 @@ class Planner:
         inspirations = []
         if edit_format == "fix" and failed is None:
             edit_format = "full"  # nothing of this island to repair yet
+        exploit = None
         if failed is not None:
             shown, parent_ids = [self.shown(failed)], [failed]
         else:
             if edit_format == "crossover":
                 elites = list(self.archipelago.select_mates(island, rng))
             else:
-                elites = self.archipelago.select_parents(island, rng, c.parents)
+                exploit = self._choose_exploit(i)
+                elites = self.archipelago.select_parents(island, rng, c.parents, exploit=exploit)
             shown = [self.shown(e.program_id) for e in elites]
             parent_ids = [e.program_id for e in sorted(elites, key=lambda e: e.score)]
             if c.inspirations:  # own generator: parent selection stays as without them
@@ -124,7 +129,7 @@ class Planner:
             parent_ids = parent_ids[-1:]  # the diff prompt shows the best parent only
         planned = Ask(id=i, island=island, parents=parent_ids, sampler=arm or self.sampler.name,
                       edit_format=edit_format, epoch=self.archipelago.epoch(island), seen=self.committer.seq,
-                      prompt=prompt, source=self.sampler)
+                      prompt=prompt, source=self.sampler, exploit=exploit)
         self.record(planned)
         return planned
 
@@ -132,7 +137,7 @@ class Planner:
         p = planned.prompt
         planned.extra["prompt_id"] = self.store.ask(
             planned.id, island=planned.island, parents=planned.parents, sampler=planned.sampler,
-            edit_format=planned.edit_format, epoch=planned.epoch, seen=planned.seen,
+            edit_format=planned.edit_format, epoch=planned.epoch, seen=planned.seen, exploit=planned.exploit,
             prompt=dict(system=p.system, user=p.user, completion=p.completion, header=p.header,
                         completion_shared=p.completion_shared, user_shared=p.user_shared))
 
@@ -142,7 +147,7 @@ class Planner:
         first = self.store.get(lead)
         self.store.ask(i, island=first["island"], parents=first["parents"], sampler=first["sampler"],
                        edit_format=first["edit_format"], epoch=first.get("epoch"), seen=self.committer.seq,
-                       prompt_id=first["prompt_id"])
+                       prompt_id=first["prompt_id"], exploit=first.get("exploit"))
         return self.recall(self.store.get(i))
 
     def recall(self, row: dict) -> Ask:
@@ -157,13 +162,24 @@ class Planner:
                         user_shared=saved["user_shared"] or 0, arm=row["sampler"] if bandit else "")
         return Ask(id=row["id"], island=row["island"], parents=row["parents"], sampler=row["sampler"],
                    edit_format=row["edit_format"] or "full", epoch=row.get("epoch"), seen=row.get("seen") or 0,
-                   prompt=prompt, source=source, extra={"prompt_id": row["prompt_id"]})
+                   prompt=prompt, source=source, extra={"prompt_id": row["prompt_id"]}, exploit=row.get("exploit"))
 
     # --- the choices of a sample ----------------------------------------------------------
     def _choose_arm(self, i: int) -> str:
         if self.sampler.arms is None:
             return ""
         return self.sampler.choose(self.committer.rewards, np.random.default_rng([self.config.seed, i, 3]))
+
+    def _choose_exploit(self, i: int) -> bool | None:
+        """--selection exploit: whether sample i shows the archipelago's best parents, drawn at the fixed
+        share or, with none given, learned from the committed results (islands.selection.learned_exploit)."""
+        c = self.config
+        if c.selection != "exploit":
+            return None
+        rng = np.random.default_rng([c.seed, i, 7])
+        if c.exploit_share is None:
+            return learned_exploit(rng, self.committer.pulls)
+        return bool(rng.random() < c.exploit_share)
 
     def _choose_format(self, i: int, arm: str) -> str:
         sampler = self.sampler.arm_sampler(arm) if arm else self.sampler

@@ -86,6 +86,8 @@ ADDED_COLUMNS = (
     ("programs", "seen", "INTEGER"),  # commits the prompt could see (results in the islands when it was drawn)
     ("programs", "commit_seq", "INTEGER"),  # order of its commit to the islands (0: the seed); NULL: not committed
     ("programs", "staleness", "INTEGER"),  # results committed after its prompt was drawn, before it: commit_seq - seen
+    ("programs", "exploit", "INTEGER"),  # --selection exploit: 1 if its prompt showed the archipelago's best, 0 if
+                                         # cells of its island (NULL: another selection, a repair or a tuning trial)
     ("prompts", "completion", "TEXT"), ("prompts", "header", "TEXT"),
     ("prompts", "completion_shared", "INTEGER"), ("prompts", "user_shared", "INTEGER"),
 )
@@ -94,7 +96,7 @@ INDEXES = "CREATE UNIQUE INDEX IF NOT EXISTS programs_commit ON programs(commit_
 JSON_COLUMNS = ("parents", "descriptors", "metrics", "attempts")
 # What a commit reads of a program: resume replays 10^6 commits from these columns alone.
 REPLAYED = ("id", "island", "parents", "sampler", "status", "reason", "score", "descriptors", "epoch", "seen",
-            "archive", "commit_seq", "staleness")
+            "archive", "commit_seq", "staleness", "exploit")
 CACHED = 4096  # committed rows kept decoded in memory (they never change again): prompts show elites often
 
 
@@ -143,7 +145,7 @@ class Store:
     # --- the life of a sample ---------------------------------------------------
     def ask(self, program_id: int, *, island: int | None, parents: list[int], sampler: str,
             edit_format: str | None = None, epoch: int | None = None, seen: int | None = None,
-            prompt: dict | None = None, prompt_id: int | None = None) -> int | None:
+            prompt: dict | None = None, prompt_id: int | None = None, exploit: bool | None = None) -> int | None:
         """Record a drawn sample (status pending) with its prompt: ``prompt`` (system, user, completion,
         header, completion_shared, user_shared) is stored, or ``prompt_id`` names one stored already.
         Returns the prompt's id."""
@@ -154,8 +156,9 @@ class Store:
                     "VALUES (:system, :user, :completion, :header, :completion_shared, :user_shared)", prompt).lastrowid
             self.db.execute(
                 "INSERT INTO programs (id, island, parents, sampler, prompt_id, status, edit_format, epoch, seen, "
-                "created) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
-                (program_id, island, json.dumps(parents), sampler, prompt_id, edit_format, epoch, seen, time.time()))
+                "exploit, created) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                (program_id, island, json.dumps(parents), sampler, prompt_id, edit_format, epoch, seen,
+                 None if exploit is None else int(exploit), time.time()))
         return prompt_id
 
     def answered(self, program_id: int, *, response: str | None, model: str | None, sample_s: float | None,

@@ -123,8 +123,9 @@ class Archipelago:
     # -- parents and prompt material -------------------------------------------------
 
     def select_parents(self, island: int, rng: np.random.Generator, k: int,
-                       strategy: str | None = None) -> list[Elite]:
-        """k parents from the island, sorted by score ascending (best last)."""
+                       strategy: str | None = None, exploit: bool | None = None) -> list[Elite]:
+        """k parents from the island, sorted by score ascending (best last). ``exploit``: the
+        "exploit" strategy's choice made by the caller (a learned share) instead of drawn here."""
         strategy = strategy or self.selection
         if strategy == "seed":  # the "random mutation of the seed" baseline
             if k < 0:
@@ -132,7 +133,8 @@ class Archipelago:
             return [] if self.founder is None else [self.founder] * k
         if strategy == "exploit":
             draw = _child(rng)
-            if draw.random() < self.exploit_share:
+            chance = draw.random()  # drawn either way: a given choice leaves the island's draws as a drawn one
+            if exploit if exploit is not None else chance < self.exploit_share:
                 return self.top(k)
             return self._island(island).select_parents(draw, k, self.explore)
         return self._island(island).select_parents(_child(rng), k, strategy)
