@@ -174,22 +174,28 @@ def write_island_outputs(engine, run_dir: Path) -> dict:
             "qd_score_note": QD_SCORE_NOTE}
 
 
-def sampler_tally(store: Store) -> dict:
+def sampler_tally(store: Store, by: str = "sampler") -> dict:
     """Per sampler (a bandit's arms, ``tune``): rows, valid ones, and new bests (better on training than every
-    program committed before, the seed included), so a run with several samplers says which found what."""
+    program committed before, the seed included), so a run with several samplers says which found what.
+    ``by="exploit"``: the same per kind of prompt of --selection exploit, "exploit" (the archipelago's best
+    shown) and "explore" (cells of the island)."""
     out, best = {}, None
-    for sampler, status, score in store.db.execute(
-            "SELECT sampler, status, score FROM programs WHERE commit_seq IS NOT NULL ORDER BY commit_seq"):
+    for key, status, score in store.db.execute(
+            f"SELECT {by}, status, score FROM programs WHERE commit_seq IS NOT NULL ORDER BY commit_seq"):
         better = status == "ok" and best is not None and score > best
         if status == "ok":
             best = score if best is None else max(best, score)
-        if sampler == "seed":
+        if key is None or key == "seed":
             continue
-        tally = out.setdefault(sampler, {"rows": 0, "ok": 0, "new_bests": 0})
+        name = key if by == "sampler" else ("exploit" if key else "explore")
+        tally = out.setdefault(name, {"rows": 0, "ok": 0, "new_bests": 0})
         tally["rows"] += 1
         tally["ok"] += status == "ok"
         tally["new_bests"] += better
     return out
+
+
+PROMPT_KINDS = {"exploit": "showing the best of all", "explore": "showing island cells"}
 
 
 async def report(problem: Problem, store: Store, evaluator, best_id: int, test_timeout_s: float | None = None) -> dict:
@@ -203,6 +209,8 @@ async def report(problem: Problem, store: Store, evaluator, best_id: int, test_t
            "tuning": {"trials": trials, "tunings": store.db.execute(
                "SELECT COUNT(DISTINCT parents) FROM programs WHERE sampler = ?", (TUNE,)).fetchone()[0]}}
     out["samplers"] = sampler_tally(store)
+    if kinds := sampler_tally(store, "exploit"):
+        out["prompts"] = kinds
     for name, pid in (("seed", 0), ("best", best_id)):
         row = store.get(pid)
         held_out = await evaluator.evaluate_split(row["code"], "test", timeout_s=test_timeout_s)
@@ -247,6 +255,11 @@ def format_summary(summary: dict, run_dir: Path) -> str:
         lines.append("by sampler: " + ", ".join(f"{name} {t['rows']} ({t['ok']} valid, {t['new_bests']} new bests)"
                                                   for name, t in tally.items())
                      + f"; the best is {b.get('sampler')}'s")
+    kinds = summary.get("prompts") or {}
+    if kinds:  # --selection exploit: how the exploiting and the exploring prompts did
+        lines.append("prompts: " + ", ".join(
+            f"{PROMPT_KINDS[name]} {t['rows']} ({t['ok']} valid, {t['new_bests']} new bests)"
+            for name, t in sorted(kinds.items())))
     usage = summary.get("sampler_usage")
     if usage:
         cost = "unknown" if usage["cost"] is None else f"${usage['cost']:.4f}"

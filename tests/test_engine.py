@@ -89,6 +89,20 @@ def test_sigkill_then_resume_loses_nothing_and_matches_an_uninterrupted_run(muta
     assert [after[i][:5] for i in sorted(after)] == [r[:5] for r in rows(mutate_run)]
 
 
+def test_a_learned_exploit_share_records_each_choice_and_resumes_to_the_same_run(tmp_path):
+    args = ["bin_packing", "--sampler", "mutate", "--seed", "3", "--exploit-share", "learn", *SMALL]
+    evosearch("run", *args, "--samples", "40", "--out", str(tmp_path / "a"))
+    evosearch("run", *args, "--samples", "15", "--out", str(tmp_path / "b"))
+    evosearch("run", "--resume", str(tmp_path / "b"), "--samples", "40", "--quiet")  # choices come from the store
+    assert rows(tmp_path / "b") == rows(tmp_path / "a")
+    db = sqlite3.connect(tmp_path / "a" / "evosearch.db")
+    choices = db.execute("SELECT sampler, edit_format, exploit FROM programs WHERE id > 0 ORDER BY id").fetchall()
+    db.close()
+    # Every sampled prompt records whether it showed the archipelago's best; a tuning trial drew no parents.
+    assert {e for s, f, e in choices if s == "mutate"} == {0, 1}
+    assert all(e is None for s, f, e in choices if s == "tune")
+
+
 def test_a_users_own_problem_folder_runs(tmp_path):
     folder = tmp_path / "squares"
     folder.mkdir()

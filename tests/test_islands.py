@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evosearch.problem import Descriptor
-from islands import Archipelago, ClusterIsland, Elite, Island
+from islands import Archipelago, ClusterIsland, Elite, Island, selection
 
 GRID = (Descriptor("length", 0.0, 10.0, 5), Descriptor("depth", -1.0, 1.0, 4))  # 20 cells
 PROPS = settings(max_examples=60, deadline=None)
@@ -439,6 +439,37 @@ def test_exploit_selection_climbs_the_archipelagos_best_on_its_share_and_explore
     assert [e.program_id for e in isl.select_parents(rng, 1, "exploit")] == [2]
     with pytest.raises(ValueError, match="exploit_share"):
         Island(GRID, exploit_share=1.5)
+
+
+def test_a_given_exploit_choice_overrides_the_share_and_leaves_the_islands_draws_alone():
+    arch = Archipelago(2, GRID, selection="exploit", island_kwargs={"exploit_share": 0.5})
+    arch.add_everywhere(0, -1.0, (5.0, 0.0))
+    arch.add(0, 1, 1.0, (1.0, 0.0))
+    arch.add(1, 3, 5.0, (3.0, 0.5))
+    rng = np.random.default_rng(0)
+    assert all([e.program_id for e in arch.select_parents(0, rng, 1, exploit=True)] == [3] for _ in range(50))
+    assert all(3 not in [e.program_id for e in arch.select_parents(0, rng, 2, exploit=False)] for _ in range(50))
+    # Where the free draw explored, the forced "explore" shows the very same cells.
+    free, forced = np.random.default_rng(1), np.random.default_rng(1)
+    for _ in range(50):
+        drawn = arch.select_parents(0, free, 2)
+        given = arch.select_parents(0, forced, 2, exploit=False)
+        if 3 not in [e.program_id for e in drawn]:
+            assert given == drawn
+
+
+def test_the_learned_share_follows_new_bests_and_evens_out_on_a_plateau():
+    def share(pulls, n=4000):
+        rng = np.random.default_rng(0)
+        return sum(selection.learned_exploit(rng, pulls) for _ in range(n)) / n
+
+    climbing = [(True, float(i % 10 == 0)) for i in range(50)] + [(False, 0.0)] * 50  # exploit: 5 new bests
+    assert share(climbing) > 0.9
+    assert share([(not e, r) for e, r in climbing]) < 0.1  # exploring found them: explore
+    assert abs(share([]) - 0.5) < 0.03  # nothing known: an even split
+    # A plateau: no new bests on either arm; the arm pulled less is likelier to be next. With Beta(1, 1 + n)
+    # posteriors, P(exploit) = n_explore / (n_exploit + n_explore + 2) = 51 / 202.
+    assert abs(share([(True, 0.0)] * 150 + [(False, 0.0)] * 50) - 51 / 202) < 0.03
 
 
 # -- crossover mates and inspirations ------------------------------------------------
