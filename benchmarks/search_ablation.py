@@ -21,8 +21,7 @@ sandbox workers, real store), with the same sample budget. Arms:
 * ``uniform``   the default islands with MAP-Elites' uniform selection (the default
                 before ``exploit``); ``exploit30``/``exploit50``/``exploit80``: the
                 ``exploit`` selection with that share of exploiting prompts, the others
-                uniform cells; ``curious50``: share 0.5, the others drawn by curiosity;
-                ``learned``: the share learned per run (Thompson sampling on new bests).
+                uniform cells; ``curious50``: share 0.5, the others drawn by curiosity.
 * ``<arm>+tune`` any arm with constant tuning (``--tune-evals`` CMA-ES trials per new best and, after
                 ``--tune-patience`` samples without one, for the best untuned program); arms
                 without the suffix run with tuning off. The engine's default configuration
@@ -81,7 +80,6 @@ ARMS = {
     "exploit50": ["--selection", "exploit", "--exploit-share", "0.5", "--explore", "uniform"],
     "exploit80": ["--selection", "exploit", "--exploit-share", "0.8", "--explore", "uniform"],
     "curious50": ["--selection", "exploit", "--exploit-share", "0.5", "--explore", "curiosity"],
-    "learned": ["--selection", "exploit", "--exploit-share", "learn", "--explore", "uniform"],
 }
 DEFAULT_ARMS = ["default", "funsearch", "eps", "random"]
 TUNE = "+tune"  # suffix: the arm with constant tuning

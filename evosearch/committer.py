@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from islands.selection import LEARN_WINDOW
-
 from .problem import Descriptor
 from .samplers.bandit import reward
 from .store import REPAIRABLE, Outcome
@@ -49,8 +47,6 @@ class Committer:
         self.best = Best()
         self.bandit = bandit  # keep the bandit's history (it reads every parent's score)
         self.rewards: list[tuple[str, float]] = []  # the bandit's history: (arm, reward) per commit
-        # --selection exploit: (exploited, set a new best) of the latest prompts, what a learned share reads.
-        self.pulls: deque[tuple[bool, float]] = deque(maxlen=LEARN_WINDOW)
         self.failures = [deque(maxlen=FAILURES_KEPT) for _ in range(config.islands)]
         self.qd_every = qd_every
         self.qd_history: list[dict] = []
@@ -83,7 +79,7 @@ class Committer:
         Returns what the islands did: the archive result (None: not offered) and the island events."""
         seq, i = self.seq, row["id"]
         ok = row["status"] == Outcome.OK
-        result, improved = None, False
+        result = None
         if ok:
             vector = [_finite(row["descriptors"].get(d.name), d.low) for d in self.axes]
             if i == 0:  # the seed founds every island (its archive result stays NULL, as in earlier stores)
@@ -93,7 +89,6 @@ class Committer:
                                               parents=row["parents"] if self._credits(row) else ())
             if row["score"] > self.best.score:
                 self.best = Best(i, row["score"])
-                improved = True
         elif self._credits(row):
             self.archipelago.record_failure(row["island"], row["parents"])
         if self.config.selection == "dgm" and i > 0 and row["island"] is not None:
@@ -119,8 +114,6 @@ class Committer:
         if self.bandit and row["sampler"] != TUNE:  # a tuning trial is no arm's pull
             parents = [self.score(p) for p in row["parents"]]
             self.rewards.append((row["sampler"], reward(row["score"] if ok else None, parents)))
-        if row.get("exploit") is not None:
-            self.pulls.append((bool(row["exploit"]), float(improved)))
         if row["status"] in REPAIRABLE and row["island"] is not None and row["reason"] is not None:
             self.failures[row["island"]].append(i)
         if seq % self.qd_every == 0 or seq == self.config.samples:

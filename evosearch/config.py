@@ -84,10 +84,9 @@ class RunConfig:
                                      "island's cells drawn by --explore on the rest), seed (always the seed program: random "
                                      "mutation baseline)",
                           choices=("uniform", "boltzmann", "dgm", "best", "curiosity", "exploit", "seed"))
-    exploit_share: float | None = knob(0.5, "--selection exploit: share of prompts showing the archipelago's best "
-                                          "parents (the rest draw cells of their island by --explore); learn: "
-                                          "learned per run, each prompt exploiting or not by Thompson sampling on "
-                                          "which of the two set new bests lately", minimum=0)
+    exploit_share: float = knob(0.5, "--selection exploit: share of prompts showing the archipelago's best parents (the rest "
+                                   "draw cells of their island by --explore)",
+                                minimum=0)
     explore: str = knob("uniform", "--selection exploit: how the other prompts draw their island's cells: uniform, or "
                                    "curiosity (each child that enters the archive adds 1 to its parents' score, any other "
                                    "takes 0.5; p ~ sigmoid(score)): more cells on TSP, a worse held-out best on bin packing "
@@ -155,8 +154,6 @@ class RunConfig:
                                      "type ('' places them anywhere)")
 
     def validate(self) -> "RunConfig":
-        if self.exploit_share in ("learn", "learned"):
-            self.exploit_share = None  # what the field holds for a learned share
         hints = typing.get_type_hints(RunConfig)
         for f in dataclasses.fields(self):
             value = _coerce(f.name, hints[f.name], getattr(self, f.name))
@@ -166,7 +163,7 @@ class RunConfig:
             if choices and value is not None and value not in choices:
                 raise ConfigError(f"config '{f.name}' must be one of {', '.join(choices)}, got '{value}'")
             setattr(self, f.name, value)
-        if self.exploit_share is not None and self.exploit_share > 1:
+        if self.exploit_share > 1:
             raise ConfigError(f"config 'exploit_share' must be at most 1, got {self.exploit_share}")
         _check_sampler("sampler", self.sampler)
         names = self.sampler.split("+")

@@ -22,8 +22,6 @@ import math
 import sys
 from collections.abc import Callable
 
-from islands.selection import EXPLOIT_SHARE
-
 from .committer import Best, Committer
 from .config import RunConfig
 from .pipeline import MAX_SAMPLER_FAILURES, RUNTIME, SIZE, Pipeline, SearchError
@@ -50,8 +48,7 @@ def island_kwargs(config: RunConfig) -> dict:
     """What every island is built with (islands.archipelago.new_island's options)."""
     return {"archive": config.archive, "cvt_cells": config.cvt_cells,
             "temperature0": config.cluster_temperature, "temperature_period": config.cluster_temperature_period,
-            "exploit_share": EXPLOIT_SHARE if config.exploit_share is None else config.exploit_share,
-            "explore": config.explore}
+            "exploit_share": config.exploit_share, "explore": config.explore}
 
 
 def commit_mode(config: RunConfig, sampler: Sampler | None) -> str:

@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from islands.selection import learned_exploit
-
 from .prompt import EDIT_FORMATS, Shown, build_prompt
 from .samplers.base import Prompt, Sampler
 
@@ -171,15 +169,12 @@ class Planner:
         return self.sampler.choose(self.committer.rewards, np.random.default_rng([self.config.seed, i, 3]))
 
     def _choose_exploit(self, i: int) -> bool | None:
-        """--selection exploit: whether sample i shows the archipelago's best parents, drawn at the fixed
-        share or, with none given, learned from the committed results (islands.selection.learned_exploit)."""
+        """--selection exploit: whether sample i shows the archipelago's best parents (drawn here, at
+        --exploit-share, so that the store records it; None: another selection)."""
         c = self.config
         if c.selection != "exploit":
             return None
-        rng = np.random.default_rng([c.seed, i, 7])
-        if c.exploit_share is None:
-            return learned_exploit(rng, self.committer.pulls)
-        return bool(rng.random() < c.exploit_share)
+        return bool(np.random.default_rng([c.seed, i, 7]).random() < c.exploit_share)
 
     def _choose_format(self, i: int, arm: str) -> str:
         sampler = self.sampler.arm_sampler(arm) if arm else self.sampler

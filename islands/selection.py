@@ -26,14 +26,6 @@ All costs are O(elites) per call, and an island holds at most one elite per cell
   rule (``uniform``, or ``curiosity``). Drawn per prompt, not per parent, so an
   exploiting prompt shows the island's best lineage whole and an exploring one a
   sample of the cells.
-- ``learned_exploit``: the exploitation share learned per run (``exploit`` with no fixed
-  share). Each prompt is an arm pull of a two-armed Bernoulli bandit, exploit or explore,
-  whose reward is 1 when the child sets a new best of the run; the arm is drawn by
-  Thompson sampling (Thompson 1933; Beta(1 + wins, 1 + losses) posteriors) over the last
-  ``LEARN_WINDOW`` pulls. So a run whose best lineage keeps climbing (bin packing) exploits
-  more, and one whose best stalls drifts back towards an even split, where exploring finds
-  the next basin (TSP): when neither arm wins lately, the arm pulled less has the higher
-  posterior mean.
 """
 from __future__ import annotations
 
@@ -55,9 +47,6 @@ CURIOSITY_LOSS = 0.5
 # Share of prompts that exploit the island's best cells (``exploit``); chosen by
 # benchmarks/search_ablation.py (see the README's "Parent selection").
 EXPLOIT_SHARE = 0.5
-# Pulls the learned share looks back over: recent enough to notice a plateau within a few hundred
-# samples, long enough for a few new bests to be in view.
-LEARN_WINDOW = 200
 
 
 def normalise(scores: np.ndarray) -> np.ndarray:
@@ -168,14 +157,3 @@ def exploit(rng: np.random.Generator, scores: list[float], k: int, share: float 
     if curiosities is not None:
         return curiosity(rng, curiosities, k)
     return uniform(rng, len(scores), k)
-
-
-def learned_exploit(rng: np.random.Generator, pulls) -> bool:
-    """Whether the next prompt exploits, by Thompson sampling over recent (exploited, reward) pulls
-    (the caller keeps the last ``LEARN_WINDOW``; reward 1: the child set a new best of the run)."""
-    wins, n = np.zeros(2), np.zeros(2)
-    for exploited, reward in pulls:
-        wins[int(exploited)] += reward
-        n[int(exploited)] += 1
-    draws = rng.beta(1 + wins, 1 + n - wins)
-    return bool(draws[1] > draws[0])

@@ -25,17 +25,10 @@ def test_layers_override_in_order(tmp_path):
     ({"probe": "maybe"}, "must be bool"),
     ({"sampler": "openai"}, "needs --base-url and --model"),
     ({"exploit_share": 1.5}, "'exploit_share' must be at most 1"),
-    ({"exploit_share": "sometimes"}, "'exploit_share' must be float"),
 ])
 def test_bad_values_name_the_cause(layer, message):
     with pytest.raises(ConfigError, match=message):
         make_config({"problem": "bin_packing", **layer})
-
-
-def test_a_learned_exploit_share_is_asked_for_by_name():
-    for value in ("learn", "learned"):
-        assert make_config({"problem": "bin_packing", "exploit_share": value}).exploit_share is None
-    assert make_config({"problem": "bin_packing", "exploit_share": "0.8"}).exploit_share == 0.8
 
 
 def test_bad_yaml_files(tmp_path):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evosearch.problem import Descriptor
-from islands import Archipelago, ClusterIsland, Elite, Island, selection
+from islands import Archipelago, ClusterIsland, Elite, Island
 
 GRID = (Descriptor("length", 0.0, 10.0, 5), Descriptor("depth", -1.0, 1.0, 4))  # 20 cells
 PROPS = settings(max_examples=60, deadline=None)
@@ -456,20 +456,6 @@ def test_a_given_exploit_choice_overrides_the_share_and_leaves_the_islands_draws
         given = arch.select_parents(0, forced, 2, exploit=False)
         if 3 not in [e.program_id for e in drawn]:
             assert given == drawn
-
-
-def test_the_learned_share_follows_new_bests_and_evens_out_on_a_plateau():
-    def share(pulls, n=4000):
-        rng = np.random.default_rng(0)
-        return sum(selection.learned_exploit(rng, pulls) for _ in range(n)) / n
-
-    climbing = [(True, float(i % 10 == 0)) for i in range(50)] + [(False, 0.0)] * 50  # exploit: 5 new bests
-    assert share(climbing) > 0.9
-    assert share([(not e, r) for e, r in climbing]) < 0.1  # exploring found them: explore
-    assert abs(share([]) - 0.5) < 0.03  # nothing known: an even split
-    # A plateau: no new bests on either arm; the arm pulled less is likelier to be next. With Beta(1, 1 + n)
-    # posteriors, P(exploit) = n_explore / (n_exploit + n_explore + 2) = 51 / 202.
-    assert abs(share([(True, 0.0)] * 150 + [(False, 0.0)] * 50) - 51 / 202) < 0.03
 
 
 # -- crossover mates and inspirations ------------------------------------------------

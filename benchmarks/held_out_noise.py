@@ -1,0 +1,82 @@
+"""How well a problem's splits rank the programs a search finds: the training-best programs along
+the curves of ``search_ablation.py`` runs, scored again on fresh instances of the training split's
+size and of the held-out split's size (the problem built with another seed), beside their recorded
+training score and held-out metric.
+
+    python benchmarks/held_out_noise.py --ablation benchmarks/search_ablation_tsp_2000_own.json \\
+        --runs /tmp/tspown/runs --arms exploit50+tune eps exploit80+tune [--fresh-seed 11] [--json out.json]
+
+A rank correlation near 1 between the held-out metric and the same metric on fresh held-out-sized
+instances says the held-out split can tell programs apart; near 0, that differences between arms'
+held-out scores are mostly which instances were drawn. Programs are scored one at a time through
+``evosearch eval`` (the sandbox). Prints the correlations over all programs and over the good ones
+(``--good``: training metric below it), and writes every program's scores as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from scipy.stats import spearmanr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def score(problem: str, code: str, seed: int, options: str) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".py") as f:
+        f.write(code)
+        f.flush()
+        proc = subprocess.run([sys.executable, "-m", "evosearch", "eval", problem, f.name, "--seed", str(seed),
+                               "--problem-options", options, "--json"], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"evosearch eval failed: {proc.stderr.strip()[-1000:]}")
+    return json.loads(proc.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ablation", required=True, help="a JSON search_ablation.py wrote with --curve")
+    ap.add_argument("--runs", required=True, help="the folder of its runs (--out)")
+    ap.add_argument("--arms", nargs="+", default=None, help="arms to take (default: all)")
+    ap.add_argument("--fresh-seed", type=int, default=11, help="problem seed of the fresh instances")
+    ap.add_argument("--good", type=float, default=16.0, help="training metric below which a program counts as good")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    ablation = json.loads(Path(args.ablation).read_text())
+    problem, options = ablation["problem"], ablation["problem_options"]
+    programs = []
+    for row in ablation["rows"]:
+        if args.arms and row["arm"] not in args.arms:
+            continue
+        db = sqlite3.connect(Path(args.runs) / f"{row['arm']}-s{row['seed']}" / "evosearch.db")
+        for point in row["curve"]:
+            if point["id"] == 0 or any(p["run"] == (row["arm"], row["seed"]) and p["id"] == point["id"]
+                                       for p in programs):
+                continue
+            code = db.execute("SELECT code FROM programs WHERE id = ?", (point["id"],)).fetchone()[0]
+            fresh = score(problem, code, args.fresh_seed, options)
+            programs.append({"run": (row["arm"], row["seed"]), "id": point["id"], "samples": point["samples"],
+                             "train": -point["train"], "held_out": point["held_out"],
+                             "fresh_train": -fresh["train"]["score"], "fresh_held_out": -fresh["test"]["score"]})
+            print(programs[-1], flush=True)
+        db.close()
+    out = {}
+    for label, chosen in (("all", programs), ("good", [p for p in programs if p["train"] < args.good])):
+        pairs = {"held_out~fresh_held_out": ("held_out", "fresh_held_out"), "train~fresh_train": ("train", "fresh_train"),
+                 "train~held_out": ("train", "held_out"), "fresh_train~fresh_held_out": ("fresh_train", "fresh_held_out")}
+        out[label] = {"programs": len(chosen), **{name: float(spearmanr([p[a] for p in chosen], [p[b] for p in chosen])[0])
+                                                  for name, (a, b) in pairs.items()}}
+        out[label]["mean_abs_held_out_change"] = sum(abs(p["held_out"] - p["fresh_held_out"]) for p in chosen) / len(chosen)
+        print(f"{label}: {json.dumps(out[label])}")
+    Path(args.json or "held_out_noise.json").write_text(json.dumps(
+        {"benchmark": "held_out_noise", "problem": problem, "problem_options": options, "fresh_seed": args.fresh_seed,
+         "good_below": args.good, "command": " ".join(sys.argv), "spearman": out, "programs": programs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
