@@ -261,7 +261,7 @@ def main() -> None:
                     help="bin packing options (smaller training set: the ablation fits a 2-core machine)")
     ap.add_argument("--held-out-options", default="{}",
                     help="problem options over --problem-options for the held-out scores only (the runs are the same), "
-                         "e.g. '{test_instances: 32}': TSP's 4 held-out instances rank good programs almost at random")
+                         "e.g. '{test_instances: 32}' for TSP runs made when its held-out split had 4 instances")
     ap.add_argument("--out", default="runs/ablation", help="folder of the runs (an existing run is reused)")
     ap.add_argument("--reuse-rows", default=None, help="a JSON this script wrote: take the rows of --reuse-arms from it "
                     "instead of running them again (the mutate sampler's runs are deterministic: check one seed first)")
