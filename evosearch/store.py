@@ -87,7 +87,8 @@ ADDED_COLUMNS = (
     ("programs", "commit_seq", "INTEGER"),  # order of its commit to the islands (0: the seed); NULL: not committed
     ("programs", "staleness", "INTEGER"),  # results committed after its prompt was drawn, before it: commit_seq - seen
     ("programs", "exploit", "INTEGER"),  # --selection exploit: 1 if its prompt showed the archipelago's best, 0 if
-                                         # cells of its island (NULL: another selection, a repair or a tuning trial)
+                                         # cells of its island (NULL: another selection, crossover, a repair or a
+                                         # tuning trial)
     ("prompts", "completion", "TEXT"), ("prompts", "header", "TEXT"),
     ("prompts", "completion_shared", "INTEGER"), ("prompts", "user_shared", "INTEGER"),
 )

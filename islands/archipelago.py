@@ -124,8 +124,8 @@ class Archipelago:
 
     def select_parents(self, island: int, rng: np.random.Generator, k: int,
                        strategy: str | None = None, exploit: bool | None = None) -> list[Elite]:
-        """k parents from the island, sorted by score ascending (best last). ``exploit``: the
-        "exploit" strategy's choice made by the caller (a learned share) instead of drawn here."""
+        """k parents from the island, sorted by score ascending (best last). ``exploit``: the "exploit"
+        strategy's choice for this prompt made by the caller (the planner, which records it), else drawn here."""
         strategy = strategy or self.selection
         if strategy == "seed":  # the "random mutation of the seed" baseline
             if k < 0:
@@ -133,8 +133,10 @@ class Archipelago:
             return [] if self.founder is None else [self.founder] * k
         if strategy == "exploit":
             draw = _child(rng)
-            chance = draw.random()  # drawn either way: a given choice leaves the island's draws as a drawn one
-            if exploit if exploit is not None else chance < self.exploit_share:
+            chance = draw.random()  # drawn either way: a choice given leaves the island's draws as a drawn one
+            if exploit is None:
+                exploit = chance < self.exploit_share
+            if exploit:
                 return self.top(k)
             return self._island(island).select_parents(draw, k, self.explore)
         return self._island(island).select_parents(_child(rng), k, strategy)
