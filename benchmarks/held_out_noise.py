@@ -54,10 +54,11 @@ def main() -> None:
         if args.arms and row["arm"] not in args.arms:
             continue
         db = sqlite3.connect(Path(args.runs) / f"{row['arm']}-s{row['seed']}" / "evosearch.db")
+        seen = {0}  # the seed program, and each program once per run however many checkpoints it held
         for point in row["curve"]:
-            if point["id"] == 0 or any(p["run"] == (row["arm"], row["seed"]) and p["id"] == point["id"]
-                                       for p in programs):
+            if point["id"] in seen:
                 continue
+            seen.add(point["id"])
             code = db.execute("SELECT code FROM programs WHERE id = ?", (point["id"],)).fetchone()[0]
             fresh = score(problem, code, args.fresh_seed, options)
             programs.append({"run": (row["arm"], row["seed"]), "id": point["id"], "samples": point["samples"],

@@ -132,8 +132,7 @@ def run_one(arm: str, seed: int, args, out: Path) -> dict:
         summary = json.loads((run_dir / "summary.json").read_text())
         summary["ablation_wall_s"] = wall
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if (summary["best"]["test"] is None and summary["best"].get("test_status") == "timeout"
-            and not yaml.safe_load(args.held_out_options)):
+    if summary["best"]["test"] is None and summary["best"].get("test_status") == "timeout" and not args.held_out:
         # The run's held-out report hit the problem's deadline (a loaded machine): measure it again here.
         code = sqlite3.connect(run_dir / "evosearch.db").execute(
             "SELECT code FROM programs WHERE id = ?", (summary["best"]["id"],)).fetchone()[0]
@@ -141,7 +140,7 @@ def run_one(arm: str, seed: int, args, out: Path) -> dict:
         summary["best"].update(test=again.score, test_metrics=again.metrics, test_status=None if again.ok
                                else again.status, test_remeasured=True)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if yaml.safe_load(args.held_out_options):
+    if args.held_out:
         # Another held-out split than the run's report used (e.g. more instances): score the seed and the best on it.
         summary = rescored(run_dir, summary, args, seed)
     problem_cls = type(load_problem(args.problem))
@@ -168,7 +167,7 @@ def run_one(arm: str, seed: int, args, out: Path) -> dict:
 def rescored(run_dir: Path, summary: dict, args, seed: int) -> dict:
     """The summary with the seed's and the best program's held-out results from ``--held-out-options``
     (cached in the run folder, one file per options)."""
-    cached = run_dir / f"held_out-{_tag(args.held_out_options)}.json"
+    cached = run_dir / f"held_out-{_tag(args.held_out)}.json"
     if not cached.is_file():
         con = sqlite3.connect(run_dir / "evosearch.db")
         codes = [con.execute("SELECT code FROM programs WHERE id = ?", (summary[k]["id"],)).fetchone()[0]
@@ -181,8 +180,8 @@ def rescored(run_dir: Path, summary: dict, args, seed: int) -> dict:
     return {**summary, "seed": {**summary["seed"], **again["seed"]}, "best": {**summary["best"], **again["best"]}}
 
 
-def _tag(options: str) -> str:
-    return hashlib.sha256(json.dumps(yaml.safe_load(options), sort_keys=True).encode()).hexdigest()[:10]
+def _tag(options: dict) -> str:
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def best_so_far(db: Path, checkpoints) -> list[dict]:
@@ -216,7 +215,7 @@ def held_out(args, seed: int, codes: list[str]) -> list:
 
     async def evaluate():
         problem = load_problem(args.problem)
-        options = {**(yaml.safe_load(args.problem_options) or {}), **(yaml.safe_load(args.held_out_options) or {})}
+        options = {**(yaml.safe_load(args.problem_options) or {}), **args.held_out}
         async with WorkerPool(problem.folder, args.data_dir, seed, options, workers=1) as pool:
             evaluator = Evaluator(pool, timeout_s=HELD_OUT_TIMEOUT_S)
             return [await evaluator.evaluate_split(code, "test") for code in codes]
@@ -227,8 +226,7 @@ def held_out(args, seed: int, codes: list[str]) -> list:
 def curve(run_dir: Path, args, seed: int, metric: str) -> list[dict]:
     """Held-out ``metric`` of the best-so-far program at each checkpoint, evaluated in the sandbox
     (cached in the run folder as curve.json)."""
-    cached = run_dir / ("curve.json" if not yaml.safe_load(args.held_out_options)
-                        else f"curve-{_tag(args.held_out_options)}.json")
+    cached = run_dir / (f"curve-{_tag(args.held_out)}.json" if args.held_out else "curve.json")
     if cached.is_file():
         return json.loads(cached.read_text())
     points = best_so_far(run_dir / "evosearch.db", [c for c in CHECKPOINTS if c <= args.samples])
@@ -268,6 +266,7 @@ def main() -> None:
     ap.add_argument("--reuse-arms", nargs="+", default=["eps"])
     ap.add_argument("--json", default=None, help="write rows and summary here (default: OUT/ablation.json)")
     args = ap.parse_args()
+    args.held_out = yaml.safe_load(args.held_out_options) or {}  # parsed once; the string goes into the JSON
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     reused = {}
