@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
 from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,11 +45,16 @@ def main() -> None:
     ap.add_argument("--runs", required=True, help="the folder of its runs (--out)")
     ap.add_argument("--arms", nargs="+", default=None, help="arms to take (default: all)")
     ap.add_argument("--fresh-seed", type=int, default=11, help="problem seed of the fresh instances")
+    ap.add_argument("--fresh-options", default="{}", help="problem options over the ablation's for the fresh "
+                    "instances, e.g. '{test_instances: 4}' to repeat held_out_noise_tsp.json (TSP's held-out split "
+                    "had 4 instances then, 32 now)")
     ap.add_argument("--good", type=float, default=16.0, help="training metric below which a program counts as good")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     ablation = json.loads(Path(args.ablation).read_text())
-    problem, options = ablation["problem"], ablation["problem_options"]
+    problem = ablation["problem"]
+    fresh_options = json.dumps({**(yaml.safe_load(ablation["problem_options"]) or {}),
+                                **(yaml.safe_load(args.fresh_options) or {})})
     programs = []
     for row in ablation["rows"]:
         if args.arms and row["arm"] not in args.arms:
@@ -60,7 +66,7 @@ def main() -> None:
                 continue
             seen.add(point["id"])
             code = db.execute("SELECT code FROM programs WHERE id = ?", (point["id"],)).fetchone()[0]
-            fresh = score(problem, code, args.fresh_seed, options)
+            fresh = score(problem, code, args.fresh_seed, fresh_options)
             programs.append({"run": (row["arm"], row["seed"]), "id": point["id"], "samples": point["samples"],
                              "train": -point["train"], "held_out": point["held_out"],
                              "fresh_train": -fresh["train"]["score"], "fresh_held_out": -fresh["test"]["score"]})
@@ -75,7 +81,8 @@ def main() -> None:
         out[label]["mean_abs_held_out_change"] = sum(abs(p["held_out"] - p["fresh_held_out"]) for p in chosen) / len(chosen)
         print(f"{label}: {json.dumps(out[label])}")
     Path(args.json or "held_out_noise.json").write_text(json.dumps(
-        {"benchmark": "held_out_noise", "problem": problem, "problem_options": options, "fresh_seed": args.fresh_seed,
+        {"benchmark": "held_out_noise", "problem": problem, "problem_options": ablation["problem_options"],
+         "fresh_options": args.fresh_options, "fresh_seed": args.fresh_seed,
          "good_below": args.good, "command": " ".join(sys.argv), "spearman": out, "programs": programs}, indent=1))
 
 
