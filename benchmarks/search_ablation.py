@@ -29,8 +29,9 @@ sandbox workers, real store), with the same sample budget. Arms:
 
 A run is a function of (arm, seed, code): the mutate sampler commits in order, so the
 same seed gives the same programs whatever the machine's load or ``--workers``.
-``--reuse-rows`` takes the rows of arms the code change did not touch (EPS: no tuning, no
-selection choice) from an earlier JSON of the same settings, instead of running them again.
+``--reuse-rows`` takes the rows of ``--reuse-arms`` from earlier JSONs of the same settings instead
+of running them again: arms the code change did not touch (EPS: no tuning, no selection choice),
+or every arm, to summarise seeds run in several invocations (the first file holding an (arm, seed) wins).
 
 Samples (sampler calls) and evaluations (tuning trials included) are reported apart, so
 arms compare at equal sample budget (the runs) and at equal evaluation budget (the curve's
@@ -44,6 +45,11 @@ instances (each seed draws its own instances), and of the QD score of everything
 ok program of the run inserted into one fresh GridArchive over the engine's axes
 (full_bins x size, 10 x 10), offset by the worst possible training score (one bin per
 item; tsp: a gap of 1000%), so arms with and without a grid are measured alike.
+
+Against EPS, paired by seed (seeds both arms ran): the median of the per-seed differences in held-out
+metric (negative: the arm is better) with a 95% bootstrap interval over seeds and the Wilcoxon
+signed-rank p-value, and the ratio of median QD scores with its bootstrap interval. Seed-to-seed
+spread is wide at these budgets; an interval that straddles 0 (or 1) says "not settled", not "equal".
 """
 from __future__ import annotations
 
@@ -243,6 +249,31 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):9.4f} [{min(values):.4f} .. {max(values):.4f}]"
 
 
+BOOTSTRAP = 10_000  # resamples of the paired seeds
+
+
+def against(rows: dict, base: dict) -> dict | None:
+    """An arm against a baseline arm (each ``{seed: row}``), paired by seed: the median difference of held-out
+    metric (arm minus base) and the ratio of median QD scores, each with a 95% bootstrap interval over seeds,
+    and the Wilcoxon signed-rank p-value of the differences. None below 3 pairs."""
+    from scipy.stats import wilcoxon
+
+    seeds = sorted(s for s in rows if s in base and rows[s]["best_test_metric"] is not None
+                   and base[s]["best_test_metric"] is not None)
+    if len(seeds) < 3:
+        return None
+    diff = np.array([rows[s]["best_test_metric"] - base[s]["best_test_metric"] for s in seeds])
+    qd = np.array([[rows[s]["qd_score"], base[s]["qd_score"]] for s in seeds])
+    picks = np.random.default_rng(0).integers(0, len(seeds), size=(BOOTSTRAP, len(seeds)))
+    diffs = np.median(diff[picks], axis=1)
+    ratios = np.median(qd[picks, 0], axis=1) / np.median(qd[picks, 1], axis=1)
+    return {"pairs": len(seeds), "metric_diff_median": float(np.median(diff)),
+            "metric_diff_ci95": [float(x) for x in np.percentile(diffs, [2.5, 97.5])],
+            "metric_diff_wilcoxon_p": float(wilcoxon(diff).pvalue) if np.any(diff) else 1.0,
+            "qd_ratio": float(np.median(qd[:, 0]) / np.median(qd[:, 1])),
+            "qd_ratio_ci95": [float(x) for x in np.percentile(ratios, [2.5, 97.5])]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=300, help="sample budget per run (the seed program excluded)")
@@ -261,23 +292,24 @@ def main() -> None:
                     help="problem options over --problem-options for the held-out scores only (the runs are the same), "
                          "e.g. '{test_instances: 32}' for TSP runs made when its held-out split had 4 instances")
     ap.add_argument("--out", default="runs/ablation", help="folder of the runs (an existing run is reused)")
-    ap.add_argument("--reuse-rows", default=None, help="a JSON this script wrote: take the rows of --reuse-arms from it "
-                    "instead of running them again (the mutate sampler's runs are deterministic: check one seed first)")
-    ap.add_argument("--reuse-arms", nargs="+", default=["eps"])
+    ap.add_argument("--reuse-rows", nargs="+", default=[], help="JSONs this script wrote: take the rows of --reuse-arms "
+                    "from them instead of running them again (the first file holding an (arm, seed) wins; the mutate "
+                    "sampler's runs are deterministic: check one seed first)")
+    ap.add_argument("--reuse-arms", nargs="+", default=["eps"], help="arms whose rows --reuse-rows gives")
     ap.add_argument("--json", default=None, help="write rows and summary here (default: OUT/ablation.json)")
     args = ap.parse_args()
     args.held_out = yaml.safe_load(args.held_out_options) or {}  # parsed once; the string goes into the JSON
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     reused = {}
-    if args.reuse_rows:  # rows measured before, same settings: runs are a function of (arm, seed, code)
-        earlier = json.loads(Path(args.reuse_rows).read_text())
+    for source in args.reuse_rows:  # rows measured before, same settings: runs are a function of (arm, seed, code)
+        earlier = json.loads(Path(source).read_text())
         for key in ("samples", "problem", "problem_options", "data_dir", "held_out_options"):
             if earlier.get(key, "{}" if key == "held_out_options" else None) != getattr(args, key):
-                raise SystemExit(f"--reuse-rows {args.reuse_rows}: {key} {earlier.get(key)!r} "
-                                 f"is not {getattr(args, key)!r}")
-        reused = {(r["arm"], r["seed"]): dict(r, reused_from=args.reuse_rows) for r in earlier["rows"]
-                  if r["arm"] in args.reuse_arms}
+                raise SystemExit(f"--reuse-rows {source}: {key} {earlier.get(key)!r} is not {getattr(args, key)!r}")
+        for r in earlier["rows"]:
+            if r["arm"] in args.reuse_arms:
+                reused.setdefault((r["arm"], r["seed"]), dict(r, reused_from=r.get("reused_from", source)))
     rows = []
     for seed in args.seeds:  # seed-major: an interrupted ablation still has paired arms
         for arm in args.arms:
@@ -314,6 +346,18 @@ def main() -> None:
                         "qd_max": max(qds), "wins_vs_eps": wins["eps"], "wins_vs_random": wins["random"]}
         print(f"{arm:15} {spread(tests):>44} {spread(gains):>38} {spread(qds):>42} {wins['eps']:>12}"
               f" {wins['random']:>10} {spread(metrics) if metrics else '-':>30} {statistics.median(evals):>12.0f}")
+    if "eps" in by:
+        print(f"\nagainst eps, paired by seed: held-out {CURVE_METRIC.get(args.problem)} difference (arm - eps; "
+              f"negative: better), QD ratio; 95% bootstrap intervals over seeds")
+        print(f"{'arm':15} {'pairs':>6} {'difference [95% interval]':>30} {'Wilcoxon p':>11} {'QD x eps [95% interval]':>28}")
+        for arm in args.arms:
+            vs = against(by[arm], by["eps"]) if arm != "eps" else None
+            summary[arm]["vs_eps"] = vs
+            if vs:
+                lo, hi = vs["metric_diff_ci95"]
+                qlo, qhi = vs["qd_ratio_ci95"]
+                print(f"{arm:15} {vs['pairs']:>6} {vs['metric_diff_median']:>+12.3f} [{lo:+.3f} .. {hi:+.3f}]"
+                      f" {vs['metric_diff_wilcoxon_p']:>11.3f} {vs['qd_ratio']:>12.2f}x [{qlo:.2f} .. {qhi:.2f}]")
     if args.curve:
         print(f"\nbest-so-far held-out {CURVE_METRIC[args.problem]} (median over seeds) against samples")
         marks = sorted({p["samples"] for r in rows for p in r.get("curve", [])})
