@@ -274,6 +274,11 @@ def against(rows: dict, base: dict) -> dict | None:
             "qd_ratio_ci95": [float(x) for x in np.percentile(ratios, [2.5, 97.5])]}
 
 
+def _at(row: dict, samples: int) -> float | None:
+    """The held-out metric of a row's curve at a checkpoint (lower is better)."""
+    return next((p["held_out"] for p in row.get("curve", []) if p["samples"] == samples), None)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=300, help="sample budget per run (the seed program excluded)")
@@ -296,6 +301,8 @@ def main() -> None:
                     "from them instead of running them again (the first file holding an (arm, seed) wins; the mutate "
                     "sampler's runs are deterministic: check one seed first)")
     ap.add_argument("--reuse-arms", nargs="+", default=["eps"], help="arms whose rows --reuse-rows gives")
+    ap.add_argument("--no-run", action="store_true", help="only summarise: rows from --reuse-rows and finished runs "
+                    "in --out (a missing one is skipped, not run)")
     ap.add_argument("--json", default=None, help="write rows and summary here (default: OUT/ablation.json)")
     args = ap.parse_args()
     args.held_out = yaml.safe_load(args.held_out_options) or {}  # parsed once; the string goes into the JSON
@@ -313,7 +320,11 @@ def main() -> None:
     rows = []
     for seed in args.seeds:  # seed-major: an interrupted ablation still has paired arms
         for arm in args.arms:
-            r = reused.get((arm, seed)) or run_one(arm, seed, args, out)
+            r = reused.get((arm, seed))
+            if r is None and args.no_run and not (out / f"{arm}-s{seed}" / "summary.json").is_file():
+                print(f"{arm:10} seed {seed}: no row (--no-run)", flush=True)
+                continue
+            r = r or run_one(arm, seed, args, out)
             rows.append(r)
             print(f"{arm:10} seed {seed}: best test {r['best_test']:.4f} (seed {r['seed_test']:.4f})  "
                   f"held-out {r['best_test_metric']}  QD {r['qd_score']:.3f} over {r['cells']} cells  "
@@ -325,7 +336,8 @@ def main() -> None:
           f" {'held-out ' + str(CURVE_METRIC.get(args.problem)):>30} {'evaluations':>12}")
     summary = {}
     by = {arm: {r["seed"]: r for r in rows if r["arm"] == arm} for arm in args.arms}
-    for arm in args.arms:
+    arms = [arm for arm in args.arms if by[arm]]  # --no-run: an arm may have no row
+    for arm in arms:
         tests = [r["best_test"] for r in by[arm].values()]
         qds = [r["qd_score"] for r in by[arm].values()]
         gains = [r["best_test"] - r["seed_test"] for r in by[arm].values()]
@@ -346,11 +358,11 @@ def main() -> None:
                         "qd_max": max(qds), "wins_vs_eps": wins["eps"], "wins_vs_random": wins["random"]}
         print(f"{arm:15} {spread(tests):>44} {spread(gains):>38} {spread(qds):>42} {wins['eps']:>12}"
               f" {wins['random']:>10} {spread(metrics) if metrics else '-':>30} {statistics.median(evals):>12.0f}")
-    if "eps" in by:
+    if by.get("eps"):
         print(f"\nagainst eps, paired by seed: held-out {CURVE_METRIC.get(args.problem)} difference (arm - eps; "
               f"negative: better), QD ratio; 95% bootstrap intervals over seeds")
         print(f"{'arm':15} {'pairs':>6} {'difference [95% interval]':>30} {'Wilcoxon p':>11} {'QD x eps [95% interval]':>28}")
-        for arm in args.arms:
+        for arm in arms:
             vs = against(by[arm], by["eps"]) if arm != "eps" else None
             summary[arm]["vs_eps"] = vs
             if vs:
@@ -358,17 +370,29 @@ def main() -> None:
                 qlo, qhi = vs["qd_ratio_ci95"]
                 print(f"{arm:15} {vs['pairs']:>6} {vs['metric_diff_median']:>+12.3f} [{lo:+.3f} .. {hi:+.3f}]"
                       f" {vs['metric_diff_wilcoxon_p']:>11.3f} {vs['qd_ratio']:>12.2f}x [{qlo:.2f} .. {qhi:.2f}]")
-    if args.curve:
+    if args.curve and any(r.get("curve") for r in rows):
         print(f"\nbest-so-far held-out {CURVE_METRIC[args.problem]} (median over seeds) against samples")
         marks = sorted({p["samples"] for r in rows for p in r.get("curve", [])})
         print(f"{'arm':15}" + "".join(f"{m:>9}" for m in marks))
-        for arm in args.arms:
+        for arm in arms:
             cells = []
             for m in marks:
                 vals = [p["held_out"] for r in by[arm].values() for p in r.get("curve", [])
                         if p["samples"] == m and p["held_out"] is not None]
                 cells.append(f"{statistics.median(vals):9.3f}" if vals else f"{'-':>9}")
             print(f"{arm:15}" + "".join(cells))
+        if by.get("eps"):  # the budgets users run differ: who is ahead at each one, seed by seed
+            print("seeds where the arm's best-so-far holds out better than eps's at the same samples")
+            for arm in arms:
+                if arm == "eps":
+                    continue
+                ahead = []
+                for m in marks:
+                    pairs = [(_at(by[arm][s], m), _at(by["eps"][s], m)) for s in by[arm] if s in by["eps"]]
+                    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+                    ahead.append(f"{sum(a < b for a, b in pairs)}/{len(pairs)}" if pairs else "-")
+                summary[arm]["curve_ahead_of_eps"] = dict(zip(marks, ahead))
+                print(f"{arm:15}" + "".join(f"{a:>9}" for a in ahead))
     path = Path(args.json) if args.json else out / "ablation.json"
     path.write_text(json.dumps({"benchmark": "search_ablation", "problem": args.problem, "samples": args.samples,
                                 "seeds": args.seeds, "tune_evals": args.tune_evals,
