@@ -303,6 +303,7 @@ def main() -> None:
     ap.add_argument("--reuse-arms", nargs="+", default=["eps"], help="arms whose rows --reuse-rows gives")
     ap.add_argument("--no-run", action="store_true", help="only summarise: rows from --reuse-rows and finished runs "
                     "in --out (a missing one is skipped, not run)")
+    ap.add_argument("--note", default=None, help="text kept in the JSON: how the rows were made (e.g. their commands)")
     ap.add_argument("--json", default=None, help="write rows and summary here (default: OUT/ablation.json)")
     args = ap.parse_args()
     args.held_out = yaml.safe_load(args.held_out_options) or {}  # parsed once; the string goes into the JSON
@@ -398,7 +399,7 @@ def main() -> None:
                                 "seeds": args.seeds, "tune_evals": args.tune_evals,
                                 "tune_patience": args.tune_patience, "data_dir": args.data_dir,
                                 "problem_options": args.problem_options,
-                                "held_out_options": args.held_out_options, "command": " ".join(sys.argv),
+                                "held_out_options": args.held_out_options, "command": " ".join(sys.argv), "note": args.note,
                                 "rows": rows, "summary": summary}, indent=2))
 
 
