@@ -8,7 +8,9 @@ training score and held-out metric.
 
 A rank correlation near 1 between the held-out metric and the same metric on fresh held-out-sized
 instances says the held-out split can tell programs apart; near 0, that differences between arms'
-held-out scores are mostly which instances were drawn. Programs are scored one at a time through
+held-out scores are mostly which instances were drawn. ``--repeat-seed`` scores every program on a
+second fresh draw of the same sizes, so a split size can be judged by itself (e.g. ``--fresh-options
+'{train_instances: 32}'``: would 32 training instances rank the good programs alike on two draws?). Programs are scored one at a time through
 ``evosearch eval`` (the sandbox). Prints the correlations over all programs and over the good ones
 (``--good``: training metric below it), and writes every program's scores as JSON.
 """
@@ -48,7 +50,10 @@ def main() -> None:
     ap.add_argument("--fresh-options", default="{}", help="problem options over the ablation's for the fresh "
                     "instances, e.g. '{test_instances: 4}' to repeat held_out_noise_tsp.json (TSP's held-out split "
                     "had 4 instances then, 32 now)")
+    ap.add_argument("--repeat-seed", type=int, default=None, help="also score on the instances of this problem seed "
+                    "(same --fresh-options): the rank correlation of two fresh draws")
     ap.add_argument("--good", type=float, default=16.0, help="training metric below which a program counts as good")
+    ap.add_argument("--good-only", action="store_true", help="score only the good programs (saves time)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     ablation = json.loads(Path(args.ablation).read_text())
@@ -62,7 +67,7 @@ def main() -> None:
         db = sqlite3.connect(Path(args.runs) / f"{row['arm']}-s{row['seed']}" / "evosearch.db")
         seen = {0}  # the seed program, and each program once per run however many checkpoints it held
         for point in row["curve"]:
-            if point["id"] in seen:
+            if point["id"] in seen or (args.good_only and -point["train"] >= args.good):
                 continue
             seen.add(point["id"])
             code = db.execute("SELECT code FROM programs WHERE id = ?", (point["id"],)).fetchone()[0]
@@ -70,19 +75,29 @@ def main() -> None:
             programs.append({"run": (row["arm"], row["seed"]), "id": point["id"], "samples": point["samples"],
                              "train": -point["train"], "held_out": point["held_out"],
                              "fresh_train": -fresh["train"]["score"], "fresh_held_out": -fresh["test"]["score"]})
+            if args.repeat_seed is not None:
+                again = score(problem, code, args.repeat_seed, fresh_options)
+                programs[-1].update(fresh_train_2=-again["train"]["score"], fresh_held_out_2=-again["test"]["score"])
             print(programs[-1], flush=True)
         db.close()
     out = {}
     for label, chosen in (("all", programs), ("good", [p for p in programs if p["train"] < args.good])):
         pairs = {"held_out~fresh_held_out": ("held_out", "fresh_held_out"), "train~fresh_train": ("train", "fresh_train"),
                  "train~held_out": ("train", "held_out"), "fresh_train~fresh_held_out": ("fresh_train", "fresh_held_out")}
+        if args.repeat_seed is not None:
+            pairs.update({"fresh_train~fresh_train_2": ("fresh_train", "fresh_train_2"),
+                          "fresh_held_out~fresh_held_out_2": ("fresh_held_out", "fresh_held_out_2"),
+                          "train~fresh_held_out": ("train", "fresh_held_out"),
+                          "fresh_train~fresh_held_out_2": ("fresh_train", "fresh_held_out_2")})
+        if len(chosen) < 3:
+            continue
         out[label] = {"programs": len(chosen), **{name: float(spearmanr([p[a] for p in chosen], [p[b] for p in chosen])[0])
                                                   for name, (a, b) in pairs.items()}}
         out[label]["mean_abs_held_out_change"] = sum(abs(p["held_out"] - p["fresh_held_out"]) for p in chosen) / len(chosen)
         print(f"{label}: {json.dumps(out[label])}")
     Path(args.json or "held_out_noise.json").write_text(json.dumps(
         {"benchmark": "held_out_noise", "problem": problem, "problem_options": ablation["problem_options"],
-         "fresh_options": args.fresh_options, "fresh_seed": args.fresh_seed,
+         "fresh_options": args.fresh_options, "fresh_seed": args.fresh_seed, "repeat_seed": args.repeat_seed,
          "good_below": args.good, "command": " ".join(sys.argv), "spearman": out, "programs": programs}, indent=1))
 
 
