@@ -126,7 +126,7 @@ class TSP(Problem):
     )
     timeout_s = 30.0  # the TSPLIB split (46 instances, up to 1002 cities) with slow rules
 
-    def __init__(self, data_dir=None, seed=0, train_instances=8, train_cities=100, test_instances=32,
+    def __init__(self, data_dir=None, seed=0, train_instances=32, train_cities=100, test_instances=32,
                  test_cities=200, tsplib=None):
         super().__init__(data_dir, seed)
         for label, value, least in (("train_instances", train_instances, 1), ("test_instances", test_instances, 1),
