@@ -48,8 +48,7 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=None, help="arms to take (default: all)")
     ap.add_argument("--fresh-seed", type=int, default=11, help="problem seed of the fresh instances")
     ap.add_argument("--fresh-options", default="{}", help="problem options over the ablation's for the fresh "
-                    "instances, e.g. '{test_instances: 4}' to repeat held_out_noise_tsp.json (TSP's held-out split "
-                    "had 4 instances then, 32 now)")
+                    "instances, e.g. '{train_instances: 32}' to judge a larger training split")
     ap.add_argument("--repeat-seed", type=int, default=None, help="also score on the instances of this problem seed "
                     "(same --fresh-options): the rank correlation of two fresh draws")
     ap.add_argument("--good", type=float, default=16.0, help="training metric below which a program counts as good")
