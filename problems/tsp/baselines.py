@@ -67,8 +67,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     results = measure(args.data_dir)
     columns = list(next(iter(results.values())))
-    heads = {"train": "train: 8 x uniform 100 (gap to HK bound)", "test": "test: 4 x uniform 200 (gap to HK bound)",
-             "tsplib": "TSPLIB: 46 instances (gap to optimum)"}
+    sizes = load_problem(FOLDER).sizes  # the defaults' (instances, cities) per generated split
+    heads = {split: f"{split}: {sizes[split][0]} x uniform {sizes[split][1]} (gap to HK bound)" for split in sizes}
+    heads["tsplib"] = "TSPLIB: 46 instances (gap to optimum)"
     print("| rule | " + " | ".join(heads[c] for c in columns) + " | greedy_rate | long_edges | train cpu s |")
     print("|---|" + "---|" * (len(columns) + 3))
     for name, r in results.items():
