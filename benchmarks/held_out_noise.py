@@ -9,10 +9,11 @@ training score and held-out metric.
 A rank correlation near 1 between the held-out metric and the same metric on fresh held-out-sized
 instances says the held-out split can tell programs apart; near 0, that differences between arms'
 held-out scores are mostly which instances were drawn. ``--repeat-seed`` scores every program on a
-second fresh draw of the same sizes, so a split size can be judged by itself (e.g. ``--fresh-options
-'{train_instances: 32}'``: would 32 training instances rank the good programs alike on two draws?). Programs are scored one at a time through
-``evosearch eval`` (the sandbox). Prints the correlations over all programs and over the good ones
-(``--good``: training metric below it), and writes every program's scores as JSON.
+second fresh draw of the same sizes, so a split size can be judged by itself (``--fresh-options
+'{train_instances: 32}'``: do 32 training instances rank the good programs alike on two draws?).
+Programs are scored one at a time through ``evosearch eval`` (the sandbox). Prints the correlations
+over all programs and over the good ones (``--good``: training metric below it), and writes every
+program's scores as JSON.
 """
 from __future__ import annotations
 
