@@ -80,16 +80,16 @@ def main() -> None:
                 programs[-1].update(fresh_train_2=-again["train"]["score"], fresh_held_out_2=-again["test"]["score"])
             print(programs[-1], flush=True)
         db.close()
+    pairs = {"held_out~fresh_held_out": ("held_out", "fresh_held_out"), "train~fresh_train": ("train", "fresh_train"),
+             "train~held_out": ("train", "held_out"), "fresh_train~fresh_held_out": ("fresh_train", "fresh_held_out")}
+    if args.repeat_seed is not None:
+        pairs.update({"fresh_train~fresh_train_2": ("fresh_train", "fresh_train_2"),
+                      "fresh_held_out~fresh_held_out_2": ("fresh_held_out", "fresh_held_out_2"),
+                      "train~fresh_held_out": ("train", "fresh_held_out"),
+                      "fresh_train~fresh_held_out_2": ("fresh_train", "fresh_held_out_2")})
     out = {}
     for label, chosen in (("all", programs), ("good", [p for p in programs if p["train"] < args.good])):
-        pairs = {"held_out~fresh_held_out": ("held_out", "fresh_held_out"), "train~fresh_train": ("train", "fresh_train"),
-                 "train~held_out": ("train", "held_out"), "fresh_train~fresh_held_out": ("fresh_train", "fresh_held_out")}
-        if args.repeat_seed is not None:
-            pairs.update({"fresh_train~fresh_train_2": ("fresh_train", "fresh_train_2"),
-                          "fresh_held_out~fresh_held_out_2": ("fresh_held_out", "fresh_held_out_2"),
-                          "train~fresh_held_out": ("train", "fresh_held_out"),
-                          "fresh_train~fresh_held_out_2": ("fresh_train", "fresh_held_out_2")})
-        if len(chosen) < 3:
+        if len(chosen) < 3:  # a rank correlation of fewer says nothing
             continue
         out[label] = {"programs": len(chosen), **{name: float(spearmanr([p[a] for p in chosen], [p[b] for p in chosen])[0])
                                                   for name, (a, b) in pairs.items()}}

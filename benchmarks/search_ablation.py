@@ -153,7 +153,7 @@ def run_one(arm: str, seed: int, args, out: Path) -> dict:
     axes = (*problem_cls.descriptors, SIZE)
     if args.problem == "bin_packing":
         # Offset: the worst possible training score, one bin per item, so every filled cell adds.
-        offset = -float((yaml.safe_load(args.problem_options) or {}).get("train_items", 1000))
+        offset = -float(args.options.get("train_items", 1000))
     else:  # tsp, minus gap %: a gap of 1000%, worse than random tours at these sizes (~450% at 60 cities)
         offset = -1000.0
     qd, cells = qd_score(run_dir / "evosearch.db", axes, offset=offset)
@@ -221,7 +221,7 @@ def held_out(args, seed: int, codes: list[str]) -> list:
 
     async def evaluate():
         problem = load_problem(args.problem)
-        options = {**(yaml.safe_load(args.problem_options) or {}), **args.held_out}
+        options = {**args.options, **args.held_out}
         async with WorkerPool(problem.folder, args.data_dir, seed, options, workers=1) as pool:
             evaluator = Evaluator(pool, timeout_s=HELD_OUT_TIMEOUT_S)
             return [await evaluator.evaluate_split(code, "test") for code in codes]
@@ -306,7 +306,9 @@ def main() -> None:
     ap.add_argument("--note", default=None, help="text kept in the JSON: how the rows were made (e.g. their commands)")
     ap.add_argument("--json", default=None, help="write rows and summary here (default: OUT/ablation.json)")
     args = ap.parse_args()
-    args.held_out = yaml.safe_load(args.held_out_options) or {}  # parsed once; the string goes into the JSON
+    # Parsed once; the strings go into the JSON.
+    args.options = yaml.safe_load(args.problem_options) or {}
+    args.held_out = yaml.safe_load(args.held_out_options) or {}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     reused = {}
