@@ -22,6 +22,8 @@ sandbox workers, real store), with the same sample budget. Arms:
                 before ``exploit``); ``exploit30``/``exploit50``/``exploit80``: the
                 ``exploit`` selection with that share of exploiting prompts, the others
                 uniform cells; ``curious50``: share 0.5, the others drawn by curiosity.
+* ``islands1``, ``islands2``: the default with one or two islands instead of four (each island's
+                exploiting prompts climb its own best, so four islands split that budget four ways).
 * ``<arm>+tune`` any arm with constant tuning (``--tune-evals`` CMA-ES trials per new best and, after
                 ``--tune-patience`` samples without one, for the best untuned program); arms
                 without the suffix run with tuning off. The engine's default configuration
@@ -86,6 +88,8 @@ ARMS = {
     "exploit50": ["--selection", "exploit", "--exploit-share", "0.5", "--explore", "uniform"],
     "exploit80": ["--selection", "exploit", "--exploit-share", "0.8", "--explore", "uniform"],
     "curious50": ["--selection", "exploit", "--exploit-share", "0.5", "--explore", "curiosity"],
+    "islands1": ["--islands", "1"],
+    "islands2": ["--islands", "2"],
 }
 DEFAULT_ARMS = ["default", "funsearch", "eps", "random"]
 TUNE = "+tune"  # suffix: the arm with constant tuning
