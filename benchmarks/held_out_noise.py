@@ -46,7 +46,7 @@ def score(problem: str, code: str, seed: int, options: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ablation", required=True, help="a JSON search_ablation.py wrote with --curve")
-    ap.add_argument("--runs", required=True, help="the folder of its runs (--out)")
+    ap.add_argument("--runs", default=None, help="the folder of its runs (--out); needed unless --programs")
     ap.add_argument("--arms", nargs="+", default=None, help="arms to take (default: all)")
     ap.add_argument("--fresh-seed", type=int, default=11, help="problem seed of the fresh instances")
     ap.add_argument("--fresh-options", default="{}", help="problem options over the ablation's for the fresh "
@@ -60,12 +60,15 @@ def main() -> None:
     ap.add_argument("--note", default=None, help="text stored in the JSON (how the runs were made, what to read)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if not (args.runs or args.programs):
+        ap.error("--runs is needed to score programs (or --programs to reuse scored ones)")
     ablation = json.loads(Path(args.ablation).read_text())
     problem = ablation["problem"]
     fresh_options = json.dumps({**(yaml.safe_load(ablation["problem_options"]) or {}),
                                 **(yaml.safe_load(args.fresh_options) or {})})
     programs = json.loads(Path(args.programs).read_text())["programs"] if args.programs else []
-    for row in [] if args.programs else ablation["rows"]:
+    rows = [] if args.programs else ablation["rows"]  # reused programs are not scored again
+    for row in rows:
         if args.arms and row["arm"] not in args.arms:
             continue
         db = sqlite3.connect(Path(args.runs) / f"{row['arm']}-s{row['seed']}" / "evosearch.db")
