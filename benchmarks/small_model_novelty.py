@@ -1,7 +1,8 @@
-"""How useful is the embedded model (Gemma 3 270M) on bin packing: novel valid programs per
-sample, improvements, and the best held-out score against Best Fit (the seed program).
+"""How useful is the embedded model (Gemma 3 270M) on bin packing (or TSP): novel valid programs
+per sample, improvements, and the best held-out score against the seed program (bin packing's
+Best Fit, TSP's nearest neighbour).
 
-    python benchmarks/small_model_novelty.py [--samples 200] [--seeds 0 1 2] [--label after]
+    python benchmarks/small_model_novelty.py [--samples 200] [--seeds 0 1 2] [--label after] [--problem tsp]
         [--flags "--parents 2"] [--problem-options '{train_instances: 2, train_items: 500}']
         [--out runs/novelty] [--json benchmarks/small_model_novelty.json]
 
@@ -19,7 +20,7 @@ Counted per run, from its store (every sample, failures included):
   (``--duplicate-retries``); each also spent tokens.
 * tuning trials (sampler ``tune``, constant tuning) are no samples: counted apart as ``trials``
   and ``trial_improvements``; their programs still count as seen for novelty.
-* best held-out: the run's best program on the test split, against the seed (Best Fit).
+* best held-out: the run's best program on the test split, against the seed program.
 * by_sampler: samples, valid, novel valid and improvements of each sampler (a bandit's arms), so
   a model's share is told apart from the mutation operator's.
 Rows are added to ``--json`` under ``--label`` (a re-run of a label replaces its rows).
@@ -88,7 +89,7 @@ def run_one(seed: int, args, out: Path) -> dict:
     if args.collect and not (run_dir / "summary.json").is_file():
         raise SystemExit(f"--collect starts no run, and {run_dir} holds none")
     if not (run_dir / "summary.json").is_file():
-        cmd = [sys.executable, "-m", "evosearch", "run", "bin_packing", "--samples", str(args.samples),
+        cmd = [sys.executable, "-m", "evosearch", "run", args.problem, "--samples", str(args.samples),
                "--seed", str(seed), "--workers", "1", "--problem-options", args.problem_options,
                "--out", str(run_dir), "--quiet", *shlex.split(args.flags)]
         env = dict(os.environ, PYTHONPATH=str(root))
@@ -100,9 +101,10 @@ def run_one(seed: int, args, out: Path) -> dict:
         summary["novelty_wall_s"] = time.perf_counter() - t0
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {"label": args.label, "seed": seed, "flags": args.flags, "root": str(root),
+    return {"label": args.label, "seed": seed, "flags": args.flags, "root": str(root), "problem": args.problem,
             "problem_options": args.problem_options, **counts(run_dir / "evosearch.db"),
-            "best_test": summary["best"]["test"], "best_fit_test": summary["seed"]["test"], "wall_s": summary.get("novelty_wall_s"), "finished": True}
+            "best_test": summary["best"]["test"], "best_fit_test": summary["seed"]["test"],  # the seed's, any problem
+            "wall_s": summary.get("novelty_wall_s"), "finished": True}
 
 
 def per100(r: dict, key: str) -> float:
@@ -116,12 +118,16 @@ def main() -> None:
     ap.add_argument("--label", default="current")
     ap.add_argument("--flags", default="", help="more `evosearch run` flags, one string")
     ap.add_argument("--root", default=str(ROOT), help="the checkout to run (default: this one)")
-    ap.add_argument("--problem-options", default="{train_instances: 2, train_items: 500}")
+    ap.add_argument("--problem", default="bin_packing", choices=["bin_packing", "tsp"])
+    ap.add_argument("--problem-options", default=None,
+                    help="default: bin packing {train_instances: 2, train_items: 500}, TSP its own ({})")
     ap.add_argument("--out", default="runs/novelty")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "small_model_novelty.json"))
     ap.add_argument("--collect", action="store_true",
                     help="start no run: read the runs in --out as they are (unfinished ones without held-out)")
     args = ap.parse_args()
+    if args.problem_options is None:
+        args.problem_options = "{train_instances: 2, train_items: 500}" if args.problem == "bin_packing" else "{}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -129,16 +135,16 @@ def main() -> None:
         rows.append(r := run_one(seed, args, out))
         held_out = ("unfinished (no held-out score)" if not r["finished"] else
                     "best held-out: none (its evaluation failed or timed out)" if r["best_test"] is None else
-                    f"best held-out {r['best_test']:.1f} vs Best Fit {r['best_fit_test']:.1f}")
+                    f"best held-out {r['best_test']:.1f} vs the seed program {r['best_fit_test']:.1f}")
         print(f"{args.label} seed {seed}: {r['samples']} samples, {r['valid']} valid, {r['novel_valid']} novel valid, "
               f"{r['improvements']} improvements, {held_out}  {r['wall_s'] or 0:.0f}s", flush=True)
     path = Path(args.json)
     saved = json.loads(path.read_text()) if path.is_file() else {"rows": []}
     saved["rows"] = [r for r in saved["rows"] if r["label"] != args.label] + rows
-    saved["problem_options"] = "each row's problem_options (rows without one: {train_instances: 2, train_items: 500})"
+    saved["problem_options"] = "each row's problem_options (bin packing rows without one: {train_instances: 2, train_items: 500})"
     path.write_text(json.dumps(saved, indent=2) + "\n")
     print(f"\n{'label':24} {'seeds':>6} {'samples':>8} {'valid/100':>10} {'novel valid/100':>16} "
-          f"{'improvements/100':>17} {'asked again/100':>16} {'beats Best Fit':>15}")
+          f"{'improvements/100':>17} {'asked again/100':>16} {'beats the seed':>15}")
     for label in dict.fromkeys(r["label"] for r in saved["rows"]):
         rs = [r for r in saved["rows"] if r["label"] == label]
         med = {k: statistics.median(per100(r, k) for r in rs) for k in ("valid", "novel_valid", "improvements",
@@ -148,7 +154,7 @@ def main() -> None:
         print(f"{label:24} {len(rs):6d} {sum(r['samples'] for r in rs):8d} {med['valid']:10.1f} "
               f"{med['novel_valid']:16.1f} {med['improvements']:17.1f} {med['asked_again']:16.1f} "
               f"{wins:>11d} of {len(done)}")
-    print("(medians over seeds; per 100 samples; samples: all seeds together; Best Fit: of the finished runs)")
+    print("(medians over seeds; per 100 samples; samples: all seeds together; beats the seed: held-out, of the finished runs)")
     print(f"\n{'label':24} {'sampler':8} {'samples':>8} {'valid':>6} {'novel valid':>12} {'improvements':>13}")
     for label in dict.fromkeys(r["label"] for r in saved["rows"]):
         arms: dict[str, Counter] = {}
