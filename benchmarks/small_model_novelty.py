@@ -40,6 +40,8 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Each problem's default --problem-options: bin packing's training split shrunk to fit a 2-core machine, TSP's own.
+OPTIONS = {"bin_packing": "{train_instances: 2, train_items: 500}", "tsp": "{}"}
 
 
 def counts(db: Path) -> dict:
@@ -118,16 +120,15 @@ def main() -> None:
     ap.add_argument("--label", default="current")
     ap.add_argument("--flags", default="", help="more `evosearch run` flags, one string")
     ap.add_argument("--root", default=str(ROOT), help="the checkout to run (default: this one)")
-    ap.add_argument("--problem", default="bin_packing", choices=["bin_packing", "tsp"])
-    ap.add_argument("--problem-options", default=None,
-                    help="default: bin packing {train_instances: 2, train_items: 500}, TSP its own ({})")
+    ap.add_argument("--problem", default="bin_packing", choices=list(OPTIONS))
+    ap.add_argument("--problem-options", default=None, help=f"default: {OPTIONS}")
     ap.add_argument("--out", default="runs/novelty")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "small_model_novelty.json"))
     ap.add_argument("--collect", action="store_true",
                     help="start no run: read the runs in --out as they are (unfinished ones without held-out)")
     args = ap.parse_args()
     if args.problem_options is None:
-        args.problem_options = "{train_instances: 2, train_items: 500}" if args.problem == "bin_packing" else "{}"
+        args.problem_options = OPTIONS[args.problem]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -141,7 +142,8 @@ def main() -> None:
     path = Path(args.json)
     saved = json.loads(path.read_text()) if path.is_file() else {"rows": []}
     saved["rows"] = [r for r in saved["rows"] if r["label"] != args.label] + rows
-    saved["problem_options"] = "each row's problem_options (bin packing rows without one: {train_instances: 2, train_items: 500})"
+    # A file's own note wins (rows recorded before rows had problem_options ran on bin packing's default).
+    saved.setdefault("problem_options", f"each row's problem_options (rows without one: {OPTIONS['bin_packing']})")
     path.write_text(json.dumps(saved, indent=2) + "\n")
     print(f"\n{'label':24} {'seeds':>6} {'samples':>8} {'valid/100':>10} {'novel valid/100':>16} "
           f"{'improvements/100':>17} {'asked again/100':>16} {'beats the seed':>15}")
@@ -154,7 +156,8 @@ def main() -> None:
         print(f"{label:24} {len(rs):6d} {sum(r['samples'] for r in rs):8d} {med['valid']:10.1f} "
               f"{med['novel_valid']:16.1f} {med['improvements']:17.1f} {med['asked_again']:16.1f} "
               f"{wins:>11d} of {len(done)}")
-    print("(medians over seeds; per 100 samples; samples: all seeds together; beats the seed: held-out, of the finished runs)")
+    print("(medians over seeds; per 100 samples; samples: all seeds together; "
+          "beats the seed: held-out, of the finished runs)")
     print(f"\n{'label':24} {'sampler':8} {'samples':>8} {'valid':>6} {'novel valid':>12} {'improvements':>13}")
     for label in dict.fromkeys(r["label"] for r in saved["rows"]):
         arms: dict[str, Counter] = {}
