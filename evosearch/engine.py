@@ -74,7 +74,11 @@ class Engine:
                                             island_kwargs=island_kwargs(c))
         functions = list(evolvable_functions(problem.skeleton))
         if c.tune_evals:  # constant tuning (evosearch/tuning.py): an operator asked before the sampler
-            operators = [*(operators or []), TuningOperator(store, c.seed, c.tune_evals, patience=c.tune_patience)]
+            # The rows' sampler names of the LLMs (a bandit's model arms), whose new programs are all tuned.
+            llm = tuple(n for n, s in (sampler.arms or {sampler.name: sampler}).items() if s.llm) \
+                if c.tune_llm and sampler is not None else ()
+            tuning = TuningOperator(store, c.seed, c.tune_evals, patience=c.tune_patience, llm=llm)
+            operators = [*(operators or []), tuning]
         self.committer = Committer(c, store, self.archipelago, axes(problem, c), progress, operators,
                                    qd_every=max(1, c.samples // 50),
                                    bandit=sampler is not None and sampler.arms is not None)

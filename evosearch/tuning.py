@@ -23,6 +23,14 @@ scale. Which literals count: every float, and the integers that are operands of
 arithmetic (``x ** 2``, ``n / 3``); integers elsewhere (indices, ``range(3)``,
 call arguments, comparisons with 0) stay, since making them floats mostly breaks
 the program rather than tunes it. Booleans never count.
+
+Implicit coefficients: a sum of terms is a linear mix whose weights matter, but a
+term written without a factor (``back - step``) has no literal to tune. Before a
+tuning, each such term of a sum gets the coefficient ``1.0`` (``1.0 * back - 1.0 *
+step``), so CMA-ES tunes the mix; explicit literals come first, the coefficients
+fill the rest of ``MAX_PARAMS``. Terms inside an index or ``range(...)`` stay (an
+integer context), and a lone expression gets no coefficient (scaling a priority
+changes no argmax).
 """
 from __future__ import annotations
 
@@ -47,13 +55,31 @@ class Literal:
     integer: bool = False  # written as an int while its value stays whole
 
 
-def _tunable(tree: ast.AST) -> list[tuple[ast.AST, float | int]]:
-    """(node, value) of each tunable literal of a function tree, in a fixed order. A negative
-    literal is the ``UnaryOp(USub, Constant)`` node, so its sign is tuned with it."""
+INTEGER_CALLS = frozenset({"range", "int", "len", "round", "bool", "chr", "slice"})
+
+
+def _parents(tree: ast.AST) -> dict[int, ast.AST]:
     parents: dict[int, ast.AST] = {}
     for node in ast.walk(tree):
         for child in ast.iter_child_nodes(node):
             parents[id(child)] = node
+    return parents
+
+
+def _integer_context(node: ast.AST, parents: dict[int, ast.AST]) -> bool:
+    """Whether ``node`` lies in an index, a slice or an argument of range()/int()/...: integers there
+    are counts and positions, not constants to tune."""
+    while (node := parents.get(id(node))) is not None:
+        if isinstance(node, (ast.Subscript, ast.Slice)) or (
+                isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in INTEGER_CALLS):
+            return True
+    return False
+
+
+def _tunable(tree: ast.AST) -> list[tuple[ast.AST, float | int]]:
+    """(node, value) of each tunable literal of a function tree, in a fixed order. A negative
+    literal is the ``UnaryOp(USub, Constant)`` node, so its sign is tuned with it."""
+    parents = _parents(tree)
     found = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Constant) or isinstance(node.value, bool):
@@ -64,12 +90,81 @@ def _tunable(tree: ast.AST) -> list[tuple[ast.AST, float | int]]:
         parent = parents.get(id(node))
         if isinstance(parent, ast.UnaryOp) and isinstance(parent.op, ast.USub):
             target, sign, parent = parent, -1.0, parents.get(id(parent))
-        if isinstance(node.value, int) and not isinstance(parent, ast.BinOp):
+        if isinstance(node.value, int) and (not isinstance(parent, ast.BinOp) or _integer_context(node, parents)):
             continue  # an index, a count, a call argument: not a constant to tune
         if isinstance(parent, ast.Subscript) or isinstance(parent, ast.Slice):
             continue
         found.append((target, -node.value if sign < 0 else node.value))
     return found
+
+
+def _factors(node: ast.AST) -> list[ast.AST]:
+    """The factors of a product or quotient (through unary minus)."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        return _factors(node.operand)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div)):
+        return _factors(node.left) + _factors(node.right)
+    return [node]
+
+
+def _weighted(term: ast.AST) -> bool:
+    """Whether a term already has a numeric factor (a coefficient), or is a number itself."""
+    return any(isinstance(f, ast.Constant) and isinstance(f.value, (int, float)) and not isinstance(f.value, bool)
+               for f in _factors(term))
+
+
+def _sum_terms(node: ast.AST) -> list[ast.AST]:
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+        return _sum_terms(node.left) + _sum_terms(node.right)
+    return [node]
+
+
+def _times_one(term: ast.expr) -> ast.expr:
+    """``1.0 * term``, the factor put first in a product (``1.0 * a * x``, not ``1.0 * (a * x)``)."""
+    if isinstance(term, ast.BinOp) and isinstance(term.op, (ast.Mult, ast.Div)):
+        return ast.BinOp(_times_one(term.left), term.op, term.right)
+    return ast.BinOp(ast.Constant(1.0), ast.Mult(), term)
+
+
+def implicit_coefficients(code: str, budget: int) -> str:
+    """``code`` with the coefficient ``1.0`` written on each term of a sum in its evolvable functions
+    that has no numeric factor (at most ``budget`` of them, in source order); a term of ``x += t``
+    counts. The program computes the same values (up to ints becoming floats)."""
+    if budget <= 0:
+        return code
+    new = {}
+    for name, src in evolvable_functions(code).items():
+        tree = ast.parse(src)
+        parents = _parents(tree)
+        terms = []  # in ast.walk order, like the literals
+        for node in ast.walk(tree):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+                parent = parents.get(id(node))
+                if isinstance(parent, ast.BinOp) and isinstance(parent.op, (ast.Add, ast.Sub)):
+                    continue  # not the root of its chain: the root collects every term
+                chain = _sum_terms(node)
+            elif isinstance(node, ast.AugAssign) and isinstance(node.op, (ast.Add, ast.Sub)) and not (
+                    isinstance(node.value, ast.BinOp) and isinstance(node.value.op, (ast.Add, ast.Sub))):
+                chain = [node.value]  # x += t: t is a term (a sum as t is the root of its own chain)
+            else:
+                continue
+            if not _integer_context(node, parents):
+                terms += [t for t in chain if not _weighted(t)]
+        wrap = {id(t) for t in terms[:budget]}
+        budget -= len(wrap)
+        if not wrap:
+            continue
+
+        class Weigh(ast.NodeTransformer):
+            def visit(self, node):
+                weigh = id(node) in wrap
+                node = self.generic_visit(node)  # children first: a wrapped term's own sums are rewritten too
+                return _times_one(node) if weigh else node
+
+        new[name] = ast.unparse(ast.fix_missing_locations(Weigh().visit(tree)).body[0])
+        if budget <= 0:
+            break
+    return replace_functions(code, new) if new else code
 
 
 def literals(code: str, max_params: int = MAX_PARAMS) -> list[Literal]:
@@ -137,9 +232,11 @@ class Tuning:
     def __post_init__(self):
         import cma
 
+        # The elite with its implicit coefficients written out: every trial is a substitution into it.
+        self.code = implicit_coefficients(self.code, self.max_params - len(literals(self.code, self.max_params)))
         self.params = literals(self.code, self.max_params)
         if not self.params:
-            raise EditError("no tunable literal in the evolvable functions")
+            raise EditError("no tunable literal (nor sum of terms) in the evolvable functions")
         n = len(self.params)
         self._values = np.array([p.value for p in self.params])
         self._scale = np.where(self._values == 0, 1.0, np.abs(self._values))
@@ -230,9 +327,14 @@ class TuningOperator:
     goes on while each one improves the best. When the search stalls (``patience`` sampler rows
     committed since the best last improved or a tuning last ended), the highest-scoring program
     a sampler wrote that was not tuned yet (first of its functional class) is tuned: a restart
-    from another point of the plateau, where CMA-ES on the best alone has found nothing. One
-    tuning runs at a time and a newer target replaces a waiting one (the newest best is the one
-    worth tuning). An elite is tuned at most once, with ``evaluations`` trials. Which trial: the
+    from another point of the plateau, where CMA-ES on the best alone has found nothing. Whenever
+    no tuning runs or waits, the best-scoring new program (first of its functional class) that an
+    LLM sampler (one named in ``llm``) wrote and that was not tuned yet is tuned: an LLM's new shape is
+    judged with its constants fitted, not only as written (a small model writes the right mix with
+    the wrong weights: ``back - step`` on TSP); mutate's children are not (they are many and cheap,
+    and mutate already moves constants). One tuning runs at a time and a newer best replaces a
+    waiting target (the newest best is the one worth tuning). An elite is tuned at most once, with
+    ``evaluations`` trials. Which trial: the
     k-th trial row of a tuning is the k-th row with sampler ``tune`` and that elite as its only
     parent, in id order, read from the store; so a restart finds the trials asked before it
     (pending or done) and asks the next one, never one twice.
@@ -244,11 +346,14 @@ class TuningOperator:
 
     name = NAME
 
-    def __init__(self, store, run_seed: int, evaluations: int, sigma0: float = SIGMA0, patience: int = 0):
+    def __init__(self, store, run_seed: int, evaluations: int, sigma0: float = SIGMA0, patience: int = 0,
+                 llm: tuple[str, ...] = ()):
         if evaluations < 1:
             raise ValueError(f"a tuning needs at least 1 evaluation, got {evaluations}")
         self.store, self.run_seed, self.evaluations, self.sigma0 = store, run_seed, int(evaluations), sigma0
         self.patience = int(patience)  # 0: no stall restarts
+        self.llm = tuple(llm)  # the LLM samplers' row names: their new programs are tuned when the slot is free
+        self.untuned_llm = False  # an LLM program told since the last search for one found none
         self.stale = 0  # sampler rows committed since the best last improved or a tuning last ended
         self.commits = 0  # rows told: the commit_seq of the next one
         self.best = -math.inf
@@ -266,8 +371,13 @@ class TuningOperator:
             where, params = where + " AND id < ?", (*params, below)
         return self.store.count(where, params)
 
-    def _start(self) -> None:
-        while self.active is None and self.waiting is not None:
+    def _start(self, seq: int) -> None:
+        while self.active is None:
+            if self.waiting is None and self.untuned_llm:
+                self.waiting = self._target(seq, include=self.llm)
+                self.untuned_llm = self.waiting is not None
+            if self.waiting is None:
+                return
             elite, island = self.waiting
             self.waiting = None
             self.tuned.add(elite)
@@ -290,19 +400,25 @@ class TuningOperator:
                     self.stale = 0
         else:
             self.stale += 1
+        if ok and row["sampler"] in self.llm:
+            self.untuned_llm = True  # maybe a new one: the next free slot searches (duplicates are not tuned)
         if ok and row["score"] > self.best and row["id"] > 0 and row["id"] not in self.tuned:
             self.waiting = (row["id"], row["island"])
         if ok and row["score"] > self.best:
             self.best, self.stale = row["score"], 0
         if self.patience and self.stale >= self.patience and self.active is None and self.waiting is None:
-            self.waiting, self.stale = self._plateau_target(seq), 0
-        self._start()
+            self.waiting, self.stale = self._target(seq, exclude=(NAME,)), 0
+        self._start(seq)
 
-    def _plateau_target(self, seq: int) -> tuple[int, int | None] | None:
-        """(id, island) of the best untuned program a sampler wrote, committed at ``seq`` or before
-        (so a replay, which reads a store holding later rows too, picks the same one)."""
-        rows = self.store.top("status = 'ok' AND sampler != ? AND duplicate_of IS NULL "
-                              "AND commit_seq <= ?", (NAME, seq), limit=len(self.tuned) + 1)
+    def _target(self, seq: int, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
+                ) -> tuple[int, int | None] | None:
+        """(id, island) of the best untuned program (first of its functional class) of a sampler in
+        ``include`` (or not in ``exclude``), committed at ``seq`` or before (so a replay, which reads a
+        store holding later rows too, picks the same one)."""
+        names = include or exclude
+        which = f"sampler {'IN' if include else 'NOT IN'} ({', '.join('?' * len(names))})"
+        rows = self.store.top(f"status = 'ok' AND {which} AND duplicate_of IS NULL AND commit_seq <= ?",
+                              (*names, seq), limit=len(self.tuned) + 1)
         # The seed belongs to every island; its trials go to the first one.
         return next(((r["id"], r["island"] or 0) for r in rows if r["id"] not in self.tuned), None)
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evosearch.program import EditError, check_frozen, evolvable_functions
-from evosearch.tuning import Tuning, literals, substitute
+from evosearch.tuning import Tuning, implicit_coefficients, literals, substitute
 
 PROGRAM = '''"""A test program."""
 import numpy as np
@@ -64,12 +64,57 @@ def test_substitute_sets_values_and_parenthesises_negatives():
     np.testing.assert_allclose(ns["priority"](0.2, bins), expected)
 
 
-def test_no_literal_no_tuning():
-    seedless = PROGRAM.split("# EVOLVE-BLOCK-START")[0] + \
-        "# EVOLVE-BLOCK-START\ndef priority(item, bins):\n    return -(bins - item)\n# EVOLVE-BLOCK-END\n"
-    assert literals(seedless) == []
+def _block(body: str) -> str:
+    return PROGRAM.split("# EVOLVE-BLOCK-START")[0] + "# EVOLVE-BLOCK-START\n" + body + "# EVOLVE-BLOCK-END\n"
+
+
+def test_no_literal_and_no_sum_no_tuning():
+    lone = _block("def priority(item, bins):\n    return -bins[::2]\n")
+    assert literals(lone) == [] and implicit_coefficients(lone, 16) == lone
     with pytest.raises(EditError):
-        Tuning(seedless, seed=0, evaluations=8)
+        Tuning(lone, seed=0, evaluations=8)
+
+
+def _call(code: str, *args):
+    ns: dict = {}
+    exec(compile(code, "<tuned>", "exec"), ns)  # trusted test code: the program is ours
+    return ns["priority"](*args)
+
+
+def test_terms_of_a_sum_without_a_factor_get_a_coefficient():
+    """``back - step`` (TSP, as a small model writes it) becomes ``1.0 * back - 1.0 * step``; a term with
+    a numeric factor, a number, and sums in an index or range() get none."""
+    code = _block("def priority(back, step, a, n):\n"
+                  "    s = 0\n"
+                  "    for i in range(n - 1):\n"
+                  "        s += a[i + 1] * step / n\n"
+                  "    return back - step + 0.5 * a[n - 1] + 2 + s\n")
+    exposed = implicit_coefficients(code, 16)
+    check_frozen(code, exposed)
+    src = evolvable_functions(exposed)["priority"]
+    assert "s += 1.0 * a[i + 1] * step / n" in src and "range(n - 1)" in src
+    assert "return 1.0 * back - 1.0 * step + 0.5 * a[n - 1] + 2 + 1.0 * s" in src
+    args = (np.array([3.0, 1.0]), np.array([0.5, 2.0]), np.array([1.0, 2.0, 4.0]), 3)
+    np.testing.assert_allclose(_call(exposed, *args), _call(code, *args))  # the same program
+    # The budget: explicit literals first (0.5 and 2), then coefficients in source order up to the cap.
+    assert [p.value for p in literals(implicit_coefficients(code, 1))].count(1.0) == 1
+    tuning = Tuning(code, seed=0, evaluations=8, max_params=4)
+    assert len(tuning.params) == 4 and sorted(p.value for p in tuning.params) == [0.5, 1.0, 1.0, 2.0]
+
+
+def test_a_tuning_weighs_the_terms_of_a_mix():
+    """The elite ``back - step`` has no literal; its tuning finds the weight of ``back`` that a score
+    peaked at 0.5 asks for, and every trial is the elite's program with two coefficients."""
+    code = _block("def priority(back, step):\n    return back - step\n")
+
+    def score(trial):
+        weights = [p.value for p in literals(trial)]
+        return -(weights[0] / weights[1] - 0.5) ** 2  # only the ratio matters to an argmax
+
+    tuning = Tuning(code, seed=1, evaluations=60)
+    trials = _run(tuning, score, 60)
+    assert all(len(literals(t)) == 2 for t in trials)
+    assert max(score(t) for t in trials) > -0.01  # the ratio within 0.1 of 0.5 (from 1.0)
 
 
 def _run(tuning: Tuning, score, upto: int) -> list[str]:

@@ -250,3 +250,71 @@ def test_tuning_in_async_commit_mode(smooth, tmp_path):
     for r in trials:
         per_elite[r["parents"]] = per_elite.get(r["parents"], 0) + 1
     assert all(n <= TUNE_EVALS for n in per_elite.values())
+
+
+class Writer:
+    """A stand-in for a small LLM (a scripted sampler: a real model cannot be made to write a given
+    program): it writes TSP's ``back - step`` once, the mix Gemma 3 270M wrote there with the wrong
+    weight (a worse gap than nearest neighbour), then nearest neighbour again."""
+
+    def __new__(cls):
+        from evosearch.samplers.base import Sample, Sampler
+
+        class Scripted(Sampler):
+            name = "writer"  # llm = True: the base class's default
+
+            def __init__(self):
+                self.calls = 0
+
+            async def sample(self, prompt):
+                self.calls += 1
+                body = "back - step" if self.calls == 1 else "-step"
+                return Sample(text="def priority(current, start, unvisited, distances):\n"
+                                   "    step = distances[current, unvisited]\n"
+                                   "    back = distances[start, unvisited]\n"
+                                   f"    return {body}\n", model="writer")
+        return Scripted()
+
+
+def tsp_run(tmp_path, **knobs):
+    import asyncio
+
+    from evaluators.evaluator import Evaluator
+    from evaluators.pool import WorkerPool
+    from evosearch.config import make_config
+    from evosearch.engine import Engine
+    from evosearch.problem import load_problem
+    from evosearch.store import Store
+
+    options = {"train_instances": 8}
+    config = make_config({"problem": "tsp", "problem_options": options, "workers": 1, "concurrency": 1,
+                          "islands": 1, "samples": 4, "tune_evals": 18, "quiet": True, **knobs})
+    problem = load_problem("tsp", None, 0, options)
+    tmp_path.mkdir(exist_ok=True)
+    store = Store(tmp_path / "evosearch.db")
+
+    async def go():
+        async with WorkerPool(problem.folder, None, 0, options, workers=1, hide=[str(tmp_path)]) as pool:
+            await Engine(config, problem, store, Writer(), Evaluator(pool, timeout_s=None, memory_mb=None)).run()
+    asyncio.run(go())
+    db = sqlite3.connect(tmp_path / "evosearch.db")
+    db.row_factory = sqlite3.Row
+    return {r["id"]: dict(r) for r in db.execute("SELECT * FROM programs")}
+
+
+def test_a_new_program_an_llm_wrote_is_tuned_though_not_a_new_best(tmp_path):
+    """``back - step`` scores below the seed, so the new-best rule would never tune it; as an LLM's new
+    program it is tuned, its two terms weighed (implicit coefficients), and a weighting beats the seed."""
+    recorded = tsp_run(tmp_path)
+    mix = next(r for r in recorded.values() if r["sampler"] == "writer" and "back - step" in r["code"])
+    seed = recorded[0]
+    assert mix["status"] == "ok" and mix["duplicate_of"] is None and mix["score"] < seed["score"]
+    trials = [r for r in recorded.values() if r["sampler"] == "tune" and json.loads(r["parents"]) == [mix["id"]]]
+    assert len(trials) == 18
+    for r in trials:
+        assert [p.function for p in literals(r["code"])] == ["priority", "priority"]  # back and step weighed
+        check_frozen(seed["code"], r["code"])
+    assert max(r["score"] for r in trials if r["status"] == "ok") > seed["score"]
+    # The same run with --no-tune-llm: nothing is tuned (the mix is no new best; the seed has no literal).
+    off = tsp_run(tmp_path / "off", tune_llm=False)
+    assert not any(r["sampler"] == "tune" for r in off.values())
