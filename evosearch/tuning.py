@@ -167,6 +167,12 @@ def implicit_coefficients(code: str, budget: int) -> str:
     return replace_functions(code, new) if new else code
 
 
+def exposed(code: str, max_params: int = MAX_PARAMS) -> str:
+    """``code`` as a tuning tunes it: its implicit coefficients written out, as many as fit beside its
+    literals in ``max_params``."""
+    return implicit_coefficients(code, max_params - len(literals(code, max_params)))
+
+
 def literals(code: str, max_params: int = MAX_PARAMS) -> list[Literal]:
     """The tunable literals of ``code``'s evolvable functions (at most ``max_params``)."""
     out = []
@@ -232,8 +238,7 @@ class Tuning:
     def __post_init__(self):
         import cma
 
-        # The elite with its implicit coefficients written out: every trial is a substitution into it.
-        self.code = implicit_coefficients(self.code, self.max_params - len(literals(self.code, self.max_params)))
+        self.code = exposed(self.code, self.max_params)  # every trial is a substitution into this
         self.params = literals(self.code, self.max_params)
         if not self.params:
             raise EditError("no tunable literal (nor sum of terms) in the evolvable functions")

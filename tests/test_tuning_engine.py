@@ -18,7 +18,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 from evosearch.program import check_frozen
-from evosearch.tuning import literals
+from evosearch.tuning import exposed, literals
 
 PROBLEM = '''
 import time
@@ -134,9 +134,10 @@ def test_a_tuned_child_is_a_normal_program_row(smooth):
         assert r["status"] == "ok" and r["score"] is not None
         assert r["syntactic_hash"] and r["functional_hash"] and r["archive"] is not None
         assert r["island"] == parent["island"] and r["prompt_id"] is not None
-        # Only the literals changed: the same literals in number, nothing outside the evolve block.
+        # Only the literals changed: the elite's literals and implicit coefficients (a coefficient on
+        # each unweighted term of a sum), nothing outside the evolve block.
         check_frozen(parent["code"], r["code"])
-        assert len(literals(r["code"])) == len(literals(parent["code"]))
+        assert len(literals(r["code"])) == len(literals(exposed(parent["code"])))
         assert r["code"] != parent["code"]
     assert all(len(t) <= TUNE_EVALS for t in by_elite.values())
     # Each tuned elite was a new best when committed; a trial that set a new best was tuned again
