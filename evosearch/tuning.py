@@ -331,16 +331,15 @@ class TuningOperator:
     CMA-ES restarts (with a fresh step size) from the point it found, and a chain of tunings
     goes on while each one improves the best. When the search stalls (``patience`` sampler rows
     committed since the best last improved or a tuning last ended), the highest-scoring program
-    a sampler wrote that was not tuned yet (first of its functional class) is tuned: a restart
-    from another point of the plateau, where CMA-ES on the best alone has found nothing. Whenever
-    no tuning runs or waits, the best-scoring new program (first of its functional class) that an
-    LLM sampler (one named in ``llm``) wrote and that was not tuned yet is tuned: an LLM's new shape is
-    judged with its constants fitted, not only as written (a small model writes the right mix with
-    the wrong weights: ``back - step`` on TSP); mutate's children are not (they are many and cheap,
-    and mutate already moves constants). One tuning runs at a time and a newer best replaces a
-    waiting target (the newest best is the one worth tuning). An elite is tuned at most once, with
-    ``evaluations`` trials. Which trial: the
-    k-th trial row of a tuning is the k-th row with sampler ``tune`` and that elite as its only
+    a sampler wrote whose functional class was not tuned yet is tuned: a restart from another
+    point of the plateau, where CMA-ES on the best alone has found nothing. Whenever no tuning
+    runs or waits, the best-scoring program an LLM sampler (one named in ``llm``) wrote whose
+    class was not tuned yet is tuned: an LLM's new shape is judged with its constants fitted, not
+    only as written (a small model writes the right mix with the wrong weights: ``back - step`` on
+    TSP); mutate's children are not (they are many and cheap, and mutate already moves constants).
+    One tuning runs at a time and a newer best replaces a waiting target (the newest best is the
+    one worth tuning). A functional class is tuned at most once, with ``evaluations`` trials.
+    Which trial: the k-th trial row of a tuning is the k-th row with sampler ``tune`` and that elite as its only
     parent, in id order, read from the store; so a restart finds the trials asked before it
     (pending or done) and asks the next one, never one twice.
 
@@ -367,6 +366,7 @@ class TuningOperator:
         self.island: int | None = None
         self.waiting: tuple[int, int | None] | None = None  # (elite, island) of the next tuning
         self.tuned: set[int] = set()  # elites tuned or being tuned
+        self.tuned_classes: set[str] = set()  # their functional classes (or syntax, where no probe ran)
         self.tunings = 0
 
     def _trials(self, elite: int, below: int | None = None) -> int:
@@ -386,9 +386,10 @@ class TuningOperator:
             elite, island = self.waiting
             self.waiting = None
             self.tuned.add(elite)
+            row = self.store.get(elite)
+            self.tuned_classes.add(row["functional_hash"] or row["syntactic_hash"])
             try:
-                self.active = Tuning(self.store.get(elite)["code"], tuning_seed(self.run_seed, elite),
-                                     self.evaluations, self.sigma0)
+                self.active = Tuning(row["code"], tuning_seed(self.run_seed, elite), self.evaluations, self.sigma0)
             except (EditError, SyntaxError):
                 continue  # nothing to tune in this one
             self.elite, self.island = elite, island
@@ -406,7 +407,7 @@ class TuningOperator:
         else:
             self.stale += 1
         if ok and row["sampler"] in self.llm:
-            self.untuned_llm = True  # maybe a new one: the next free slot searches (duplicates are not tuned)
+            self.untuned_llm = True  # maybe of a class not tuned yet: the next free slot searches
         if ok and row["score"] > self.best and row["id"] > 0 and row["id"] not in self.tuned:
             self.waiting = (row["id"], row["island"])
         if ok and row["score"] > self.best:
@@ -417,15 +418,18 @@ class TuningOperator:
 
     def _target(self, seq: int, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
                 ) -> tuple[int, int | None] | None:
-        """(id, island) of the best untuned program (first of its functional class) of a sampler in
-        ``include`` (or not in ``exclude``), committed at ``seq`` or before (so a replay, which reads a
-        store holding later rows too, picks the same one)."""
+        """(id, island) of the best program of a sampler in ``include`` (or not in ``exclude``) whose
+        functional class was not tuned yet (its first row of that class, by id), committed at ``seq`` or
+        before: so a replay, which reads a store holding later rows too, picks the same one. Classes,
+        not the ``duplicate_of`` column: which of two concurrent equals was evaluated first depends on
+        timing, and the evaluator's cache starts empty after a restart."""
         names = include or exclude
         which = f"sampler {'IN' if include else 'NOT IN'} ({', '.join('?' * len(names))})"
-        rows = self.store.top(f"status = 'ok' AND {which} AND duplicate_of IS NULL AND commit_seq <= ?",
-                              (*names, seq), limit=len(self.tuned) + 1)
+        classes = sorted(self.tuned_classes)
+        rows = self.store.top(f"status = 'ok' AND {which} AND commit_seq <= ? AND COALESCE(functional_hash, "
+                              f"syntactic_hash) NOT IN ({', '.join('?' * len(classes))})", (*names, seq, *classes))
         # The seed belongs to every island; its trials go to the first one.
-        return next(((r["id"], r["island"] or 0) for r in rows if r["id"] not in self.tuned), None)
+        return (rows[0]["id"], rows[0]["island"] or 0) if rows else None
 
     def propose(self, i: int) -> Trial | None:
         """The trial to ask as sample ``i``, or None."""

@@ -35,7 +35,9 @@ class Scripted(Sampler):
 
 def run(tmp_path, sampler, wrap=lambda evaluator: evaluator, **knobs):
     config = make_config({"problem": "bin_packing", "problem_options": OPTIONS, "workers": 1, "concurrency": 1,
-                          "islands": 1, "quiet": True, **knobs})
+                          "islands": 1, "quiet": True,
+                          # tuning trials would take sequence numbers these tests count on
+                          "tune_llm": False, **knobs})
     problem = load_problem("bin_packing", None, 0, OPTIONS)
     store = Store(tmp_path / "evosearch.db")
 

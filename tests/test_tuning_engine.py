@@ -106,6 +106,37 @@ def plateau(tmp_path_factory) -> Case:
     return make_case(tmp_path_factory, "steps", PLATEAU_PROBLEM, PLATEAU_ARGS, PLATEAU_EVALS)
 
 
+# An LLM stand-in installed as pip would leave a plugin (a real model cannot be made to write given programs):
+# five shapes, none a new best for long, each new to the run once, so --tune-llm tunes them one after another.
+WRITER = '''
+from evosearch.samplers.base import Sample, Sampler
+
+
+class Writer(Sampler):
+    name = "writer"  # llm = True: the base class's default
+    edit_formats = ("full",)
+
+    async def sample(self, prompt):
+        k = prompt.seed % 5
+        return Sample(text=f"def f(x):\\n    return x * x - x * {k} + x / {k + 1}\\n", model="writer")
+'''
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> Case:
+    plugin = tmp_path_factory.mktemp("plugin")
+    (plugin / "writer_sampler.py").write_text(WRITER)
+    dist = plugin / "writer_sampler-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: writer-sampler\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[evosearch.samplers]\nwriter = writer_sampler:Writer\n")
+    with pytest.MonkeyPatch.context() as env:  # the runs (subprocesses) find the plugin on their path
+        env.setenv("PYTHONPATH", os.pathsep.join([str(plugin), os.environ.get("PYTHONPATH", "")]))
+        # Scores in steps (the plateau problem): chains of new bests end, and the slot is free for the others.
+        args = [*ARGS, "--sampler", "writer", "--commit-mode", "ordered", "--samples", "40"]
+        yield make_case(tmp_path_factory, "written", PLATEAU_PROBLEM, args, TUNE_EVALS)
+
+
 def new_best(recorded: dict[int, dict], e: int) -> bool:
     return e > 0 and recorded[e]["score"] is not None and recorded[e]["score"] > max(
         r["score"] for r in recorded.values() if r["id"] < e and r["score"] is not None)
@@ -183,6 +214,28 @@ def test_a_stalled_search_tunes_the_best_untuned_program(plateau):
     # Without patience, a tuned elite is always a new best (the smooth run's rule).
     smooth = [e for e in by_elite if new_best(recorded, e)]
     assert smooth and len(plateau) + len(smooth) == len(by_elite)
+
+
+def test_every_new_program_an_llm_wrote_is_tuned_best_first(written):
+    recorded = {r["id"]: r for r in rows(written.run)}
+    by_elite = tunings(recorded)
+    novel = [r for r in recorded.values() if r["sampler"] == "writer" and r["status"] == "ok"
+             and r["duplicate_of"] is None]
+    assert len(novel) >= 3 and all(r["id"] in by_elite for r in novel)  # each new shape tuned, best or not
+    assert any(not new_best(recorded, r["id"]) for r in novel)
+    for e, trials in by_elite.items():
+        assert recorded[e]["sampler"] in ("writer", "tune") and len(trials) <= written.evals
+        assert all(len(literals(t["code"])) == len(literals(exposed(recorded[e]["code"]))) for t in trials)
+    # Best first: of two LLM programs waiting together, the better one was tuned first.
+    firsts = sorted((min(t["id"] for t in by_elite[r["id"]]), r) for r in novel)
+    for (t1, a), (t2, b) in zip(firsts, firsts[1:]):
+        if b["id"] < t1 - 3:  # b was committed (and so waiting) before a's tuning began
+            assert a["score"] >= b["score"]
+
+
+def test_llm_tunings_resume_exactly(written, tmp_path):
+    kill_mid_tuning_and_resume(written, tmp_path,
+                               after=lambda recorded: any(not new_best(recorded, e) for e in tunings(recorded)))
 
 
 def test_same_seed_same_tuned_run(smooth, tmp_path):
