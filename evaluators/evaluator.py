@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import random
 from collections import Counter
-from typing import Any
+from typing import Any, Iterable
 
 from evaluators.cascade import FULL_SPLIT, Stage
 from evaluators.evaluation import Evaluation
@@ -50,13 +50,16 @@ class _Entry:
     pending: int = 0  # repeats under way
     sums: dict[str, float] = dataclasses.field(default_factory=dict)
 
+    @staticmethod
+    def values(result: Evaluation) -> dict[str, float]:
+        return {"score": result.score, **{f"d {k}": v for k, v in result.descriptors.items()},
+                **{f"m {k}": v for k, v in result.metrics.items()},
+                **{f"s {k}": v for k, v in result.stages.items()}}
+
     def add(self, result: Evaluation) -> Evaluation:
         """Fold one more full evaluation into the running mean; return the mean."""
         self.repeats += 1
-        values = {"score": result.score, **{f"d {k}": v for k, v in result.descriptors.items()},
-                  **{f"m {k}": v for k, v in result.metrics.items()},
-                  **{f"s {k}": v for k, v in result.stages.items()}}
-        for k, v in values.items():
+        for k, v in self.values(result).items():
             self.sums[k] = self.sums.get(k, 0.0) + v
         mean = {k: v / self.repeats for k, v in self.sums.items()}
         return dataclasses.replace(
@@ -131,6 +134,34 @@ class Evaluator:
         """One row per functional class: its hash, first program, hits and evaluations averaged."""
         return [{"functional_hash": h, "key": e.key, "hits": e.hits, "repeats": e.repeats}
                 for h, e in self._functional.items()]
+
+    # ------------------------------------------------------------------ resume
+
+    async def restore(self, recorded: Iterable[tuple[int, Evaluation]]) -> None:
+        """Refill the caches from the verdicts a run recorded before a restart (``(program id,
+        Evaluation)`` in the order they were recorded), so that a resumed run reuses what it evaluated
+        before, as a run never stopped would: a duplicate of an earlier program is a hit pointing to it
+        (not a fresh evaluation that takes its place as first of its class), and the stages for a new
+        best stay gated by the best full score so far. A noisy class's mean goes on from its newest row,
+        over as many evaluations as it has rows that scored (at most ``noise_repeats``)."""
+        await self.pool.start()  # noise_repeats comes from the worker's ready message
+        scored: dict[str, list[Evaluation]] = {}
+        for key, result in recorded:
+            first = key if result.duplicate_of is None else result.duplicate_of
+            result = dataclasses.replace(result, cache_hit=None, duplicate_of=None, eval_s=0.0)
+            self._syntactic.setdefault(result.syntactic_hash, (_done(result), first))
+            if result.functional_hash is not None:
+                self._functional.setdefault(result.functional_hash,
+                                            _Entry(task=_done(result), key=first, functional_hash=result.functional_hash))
+                if result.ok:
+                    scored.setdefault(result.functional_hash, []).append(result)
+            if result.ok and first == key:
+                self._best_full = result.score if self._best_full is None else max(self._best_full, result.score)
+        for f_hash, results in scored.items():
+            entry = self._functional[f_hash]
+            entry.repeats = min(len(results), self.noise_repeats)
+            entry.sums = {k: v * entry.repeats for k, v in entry.values(results[-1]).items()}
+            entry.task = _done(dataclasses.replace(results[-1], repeats=entry.repeats))
 
     # ------------------------------------------------------------------ evaluation
 

@@ -97,6 +97,8 @@ class Engine:
     async def run(self) -> Best:
         if self.store.get(0) is None:
             await self._evaluate_seed()
+        else:  # a resume: the evaluator's caches as they stood, so nothing evaluated before is evaluated again
+            await self.evaluator.restore(self.pipeline.recorded())
         self.replay()
         try:
             if self.mode == "ordered":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from .edits import apply_diff, parse_diff, rationale
 from .extract import extract_functions
@@ -156,6 +156,18 @@ class Pipeline:
             self.store.evaluated(i, **verdict)
             return {**row, **verdict, "code": code}
         return {**row, **verdict, "code": code, "verdict": verdict}
+
+    def recorded(self) -> Iterator[tuple[int, "Evaluation"]]:
+        """The evaluator's verdicts as ``record`` stored them (the descriptors it adds taken off again), for
+        an evaluator to restore its caches from on resume."""
+        from evaluators.evaluation import Evaluation
+        added = (SIZE.name, RUNTIME.name)
+        for row in self.store.verdicts():
+            descriptors = {k: v for k, v in (row["descriptors"] or {}).items() if k not in added}
+            yield row["id"], Evaluation(status=row["status"], reason=row["reason"], score=row["score"],
+                                        descriptors=descriptors, metrics=row["metrics"] or {},
+                                        syntactic_hash=row["syntactic_hash"], functional_hash=row["functional_hash"],
+                                        duplicate_of=row["duplicate_of"])
 
     def _fail(self, i: int, outcome: Outcome, reason: str, usage: dict | None = None) -> dict:
         self.store.failed(i, outcome, reason, **(usage or {}))

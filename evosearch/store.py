@@ -265,6 +265,15 @@ class Store:
                 done.append(_decode(row))
         return done, pending
 
+    def verdicts(self) -> Iterator[dict]:
+        """The evaluator's verdict of every evaluated program, in the order they were recorded
+        (what an evaluator's caches held when the run stopped)."""
+        cols = ("id", "status", "reason", "score", "descriptors", "metrics", "syntactic_hash", "functional_hash",
+                "duplicate_of")
+        for row in self.db.execute(f"SELECT {', '.join(cols)} FROM programs WHERE syntactic_hash IS NOT NULL "
+                                   "AND status != 'pending' ORDER BY finished, id"):
+            yield _decode(row)
+
     def top(self, where: str = "1", params: tuple = (), limit: int = 1) -> list[dict]:
         """Up to ``limit`` rows matching ``where`` (undecoded), best score first, ties in id order."""
         return [dict(r) for r in self.db.execute(f"SELECT * FROM programs WHERE {where} "

@@ -168,10 +168,35 @@ class DiesEvaluating:
     def __init__(self, evaluator):
         self.evaluator = evaluator
 
+    def __getattr__(self, name):  # the rest of the evaluator as it is
+        return getattr(self.evaluator, name)
+
     async def evaluate(self, code, key=None):
         if key:
             raise Killed
         return await self.evaluator.evaluate(code, key=key)
+
+
+def test_after_a_resume_a_duplicate_of_a_program_evaluated_before_is_a_cache_hit_pointing_to_it(tmp_path):
+    """The evaluator's caches are restored from the store: what was evaluated before the restart is not
+    evaluated again, and a duplicate names the same first program as in a run never stopped."""
+    new = diff("    return -(bins - item)", "    return -np.abs(bins - 2 * item)", "leave room for one more")
+    run(tmp_path, Scripted([OTHER]), samples=1, edit_formats={"diff": 1.0}, selection="seed",
+        duplicate_retries=0)
+    counted = []
+
+    def counting(evaluator):
+        counted.append(evaluator)
+        return evaluator
+    engine, store = run(tmp_path, Scripted([OTHER, DUPLICATE, new]), wrap=counting, samples=4,
+                        edit_formats={"diff": 1.0}, selection="seed", duplicate_retries=0)
+    again, seed_twin, fresh = store.get(2), store.get(3), store.get(4)
+    assert (again["cache_hit"], again["duplicate_of"], again["score"]) == ("syntactic", 1, store.get(1)["score"])
+    assert (seed_twin["cache_hit"], seed_twin["duplicate_of"]) == ("functional", 0)
+    assert fresh["cache_hit"] is None and fresh["duplicate_of"] is None and fresh["status"] == "ok"
+    stats = counted[0].stats()
+    assert stats["syntactic_hits"] == 1 and stats["functional_hits"] == 1
+    assert stats["full_runs"] == 1  # the new program alone, not the seed or sample 1 again
 
 
 def test_a_run_killed_before_evaluating_a_duplicate_resumes_and_keeps_both_answers_usage(tmp_path):
