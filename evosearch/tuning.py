@@ -339,9 +339,9 @@ class TuningOperator:
     TSP); mutate's children are not (they are many and cheap, and mutate already moves constants).
     One tuning runs at a time and a newer best replaces a waiting target (the newest best is the
     one worth tuning). A functional class is tuned at most once, with ``evaluations`` trials.
-    Which trial: the k-th trial row of a tuning is the k-th row with sampler ``tune`` and that elite as its only
-    parent, in id order, read from the store; so a restart finds the trials asked before it
-    (pending or done) and asks the next one, never one twice.
+    Which trial: the k-th trial row of a tuning is the k-th row with sampler ``tune`` and that
+    elite as its only parent, in id order, read from the store; so a restart finds the trials
+    asked before it (pending or done) and asks the next one, never one twice.
 
     ``tell`` must see every committed row in commit order (replay included); ``propose`` is
     asked for each new sample id and returns None when no trial can be asked now (the tuning's
@@ -421,8 +421,8 @@ class TuningOperator:
         """(id, island) of the best program of a sampler in ``include`` (or not in ``exclude``) whose
         functional class was not tuned yet (its first row of that class, by id), committed at ``seq`` or
         before: so a replay, which reads a store holding later rows too, picks the same one. Classes,
-        not the ``duplicate_of`` column: which of two concurrent equals was evaluated first depends on
-        timing, and the evaluator's cache starts empty after a restart."""
+        not the ``duplicate_of`` column: which of two equals evaluated at once counts as the first
+        depends on timing."""
         names = include or exclude
         which = f"sampler {'IN' if include else 'NOT IN'} ({', '.join('?' * len(names))})"
         classes = sorted(self.tuned_classes)
