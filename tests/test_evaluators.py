@@ -6,6 +6,7 @@ bin packing does not have (a NaN output, a cascade, noise), where a tiny problem
 folder is written. Hostile candidates are in test_hostile.py.
 """
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -313,6 +314,43 @@ def test_noisy_duplicates_are_averaged_up_to_noise_repeats(loop, tmp_path):
         assert evaluator.entries() == [{"functional_hash": first.functional_hash, "key": 1, "hits": 3, "repeats": 3}]
     finally:
         loop.run_until_complete(pool.close())
+
+
+def as_stored(result):
+    """An Evaluation as a resumed run reads it back from the store (no stage scores, no repeat count)."""
+    return dataclasses.replace(result, stages={}, repeats=1)
+
+
+def test_restored_caches_go_on_as_if_never_stopped(loop, tmp_path):
+    """What a resume gives the evaluator of the next session: hits name the first program, a noisy
+    class's mean goes on from where it stood, and the stages for a new best stay gated by the best so far."""
+    noisy = problem_pool(loop, tmp_path / "noisy", NOISY_PROBLEM)
+    funnel = problem_pool(loop, tmp_path / "funnel", FUNNEL_PROBLEM)
+    try:
+        def evaluate(evaluator, code, key):
+            return loop.run_until_complete(evaluator.evaluate(code, key=key))
+        before = Evaluator(noisy)
+        first = evaluate(before, "def f(x, rng):\n    return x + rng.random()\n", 1)
+        second = evaluate(before, "def f(x, rng):\n    return rng.random() + x\n", 2)
+        after = Evaluator(noisy)
+        loop.run_until_complete(after.restore([(1, as_stored(first)), (2, as_stored(second))]))
+        third = evaluate(after, "def f(x, rng):\n    return x + rng.random()  # again\n", 3)
+        assert (third.repeats, third.cache_hit, third.duplicate_of) == (3, "syntactic", 1)
+        assert 1.0 <= 3 * third.score - 2 * second.score < 2.0  # one more run, averaged into the mean of two
+        same = evaluate(after, "def f(x, rng):\n    return x + rng.random()\n", 4)
+        assert (same.cache_hit, same.duplicate_of, same.score) == ("syntactic", 1, third.score)
+        assert after.stats()["full_runs"] == 1 and after.stats()["probe_runs"] == 0
+
+        best = evaluate(Evaluator(funnel), "def f(x):\n    return 2.0 * x\n", 1)
+        gated = Evaluator(funnel)
+        loop.run_until_complete(gated.restore([(1, as_stored(best))]))
+        close = evaluate(gated, "def f(x):\n    return 2.0 * x + 0.5\n", 2)  # not a new best: no larger stage
+        assert close.ok and close.stages == {"quick": -0.5, "train": -0.5}
+        twin = evaluate(gated, "def f(x):\n    return x + x\n", 3)
+        assert (twin.cache_hit, twin.duplicate_of, twin.score) == ("functional", 1, 0.0)
+    finally:
+        for pool in (noisy, funnel):
+            loop.run_until_complete(pool.close())
 
 
 # ---------------------------------------------------------------- pool lifecycle
