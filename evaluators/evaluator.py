@@ -145,23 +145,25 @@ class Evaluator:
         best stay gated by the best full score so far. A noisy class's mean goes on from its newest row,
         over as many evaluations as it has rows that scored (at most ``noise_repeats``)."""
         await self.pool.start()  # noise_repeats comes from the worker's ready message
-        scored: dict[str, list[Evaluation]] = {}
+        # A hit's own cache_hit, duplicate_of and eval_s replace the recorded ones: no copy needed here.
+        newest: dict[str, tuple[int, Evaluation]] = {}  # functional hash -> (rows that scored, the newest)
         for key, result in recorded:
             first = key if result.duplicate_of is None else result.duplicate_of
-            result = dataclasses.replace(result, cache_hit=None, duplicate_of=None, eval_s=0.0)
-            self._syntactic.setdefault(result.syntactic_hash, (_done(result), first))
-            if result.functional_hash is not None:
-                self._functional.setdefault(result.functional_hash,
-                                            _Entry(task=_done(result), key=first, functional_hash=result.functional_hash))
+            if result.syntactic_hash not in self._syntactic:
+                self._syntactic[result.syntactic_hash] = (_done(result), first)
+            f_hash = result.functional_hash
+            if f_hash is not None:
+                if f_hash not in self._functional:
+                    self._functional[f_hash] = _Entry(task=_done(result), key=first, functional_hash=f_hash)
                 if result.ok:
-                    scored.setdefault(result.functional_hash, []).append(result)
+                    newest[f_hash] = (newest.get(f_hash, (0, None))[0] + 1, result)
             if result.ok and first == key:
                 self._best_full = result.score if self._best_full is None else max(self._best_full, result.score)
-        for f_hash, results in scored.items():
+        for f_hash, (count, result) in newest.items():
             entry = self._functional[f_hash]
-            entry.repeats = min(len(results), self.noise_repeats)
-            entry.sums = {k: v * entry.repeats for k, v in entry.values(results[-1]).items()}
-            entry.task = _done(dataclasses.replace(results[-1], repeats=entry.repeats))
+            entry.repeats = min(count, self.noise_repeats)
+            entry.sums = {k: v * entry.repeats for k, v in entry.values(result).items()}
+            entry.task = _done(dataclasses.replace(result, repeats=entry.repeats))
 
     # ------------------------------------------------------------------ evaluation
 
