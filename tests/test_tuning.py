@@ -96,10 +96,12 @@ def test_terms_of_a_sum_without_a_factor_get_a_coefficient():
     assert "return 1.0 * back - 1.0 * step + 0.5 * a[n - 1] + 2 + 1.0 * s" in src
     args = (np.array([3.0, 1.0]), np.array([0.5, 2.0]), np.array([1.0, 2.0, 4.0]), 3)
     np.testing.assert_allclose(_call(exposed, *args), _call(code, *args))  # the same program
-    # The budget: explicit literals first (0.5 and 2), then coefficients in source order up to the cap.
+    # The budget: coefficients in source order up to the cap.
     assert [p.value for p in literals(implicit_coefficients(code, 1))].count(1.0) == 1
-    tuning = Tuning(code, seed=0, evaluations=8, max_params=4)
-    assert len(tuning.params) == 4 and sorted(p.value for p in tuning.params) == [0.5, 1.0, 1.0, 2.0]
+    # A tuning writes them out only where the program has no literal of its own (this one has 0.5 and 2).
+    assert sorted(p.value for p in Tuning(code, seed=0, evaluations=8).params) == [0.5, 2]
+    bare = _block("def priority(back, step, a):\n    return back - step + a[1]\n")
+    assert [p.value for p in Tuning(bare, seed=0, evaluations=8, max_params=2).params] == [1.0, 1.0]
 
 
 def test_a_tuning_weighs_the_terms_of_a_mix():
