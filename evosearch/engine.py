@@ -157,7 +157,9 @@ class Engine:
         # pending for --resume with a larger budget.
         if self.stop_reason is None:
             self.stop_reason = str(e)
-            print(f"\nstopping after sample {i - 1}: {e}", file=sys.stderr)
+            # Counted in samples (sampler calls): tuning trials take row ids too.
+            before = self.store.count("id > 0 AND id < ? AND sampler != ?", (i, TUNE))
+            print(f"\nstopping after sample {before}: {e}", file=sys.stderr)
 
     async def _ordered(self) -> None:
         end = math.inf  # the first id not to start: set when the run budget runs out

@@ -353,7 +353,8 @@ def stored(run_dir):
     db = sqlite3.connect(run_dir / "evosearch.db")
     db.row_factory = sqlite3.Row
     try:
-        rows = [dict(r) for r in db.execute("SELECT * FROM programs WHERE id > 0 ORDER BY id")]
+        # The sampler's rows: constant tuning's trials (--tune-llm tunes the answers) send no request.
+        rows = [dict(r) for r in db.execute("SELECT * FROM programs WHERE id > 0 AND sampler != 'tune' ORDER BY id")]
         meta = json.loads(db.execute("SELECT value FROM meta WHERE key = 'sampler_usage'").fetchone()[0])
         return rows, meta
     finally:
