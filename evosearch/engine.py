@@ -149,6 +149,10 @@ class Engine:
         self._sampled += (ask.sampler if ask is not None else row["sampler"]) != TUNE
         return asyncio.create_task(self._sample(i, ask, row))
 
+    def _samples_before(self, i: int) -> int:
+        """Sampler calls among the rows before id ``i`` (tuning trials take row ids too)."""
+        return self.store.count("id > 0 AND id < ? AND sampler != ?", (i, TUNE))
+
     def _samples_left(self) -> bool:
         return self._sampled < self.config.samples
 
@@ -157,16 +161,14 @@ class Engine:
         # pending for --resume with a larger budget.
         if self.stop_reason is None:
             self.stop_reason = str(e)
-            # Counted in samples (sampler calls): tuning trials take row ids too.
-            before = self.store.count("id > 0 AND id < ? AND sampler != ?", (i, TUNE))
-            print(f"\nstopping after sample {before}: {e}", file=sys.stderr)
+            print(f"\nstopping after sample {self._samples_before(i)}: {e}", file=sys.stderr)
 
     async def _ordered(self) -> None:
         end = math.inf  # the first id not to start: set when the run budget runs out
         in_flight: dict[int, asyncio.Task] = {}
         finished: dict[int, dict] = {}
         launch = self.committer.seq
-        self._sampled = self.store.count("id > 0 AND id < ? AND sampler != ?", (launch, TUNE))
+        self._sampled = self._samples_before(launch)
 
         def launch_allowed() -> None:
             # Called after every single commit, and the prompt is planned here rather than when the task
@@ -206,7 +208,7 @@ class Engine:
     async def _async(self) -> None:
         first_new = self.store.next_id()
         # Pending rows come first: they count against --samples (tuning trials excepted) like the rows before.
-        self._sampled = self.store.count("id > 0 AND id < ? AND sampler != ?", (first_new, TUNE)) - \
+        self._sampled = self._samples_before(first_new) - \
             sum(self.store.get(i)["sampler"] != TUNE for i in self._pending)
         todo = itertools.chain(self._pending, itertools.count(first_new))
         in_flight: dict[asyncio.Task, int] = {}
