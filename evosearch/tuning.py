@@ -336,7 +336,7 @@ class TuningOperator:
     a sampler wrote whose functional class was not tuned yet is tuned: a restart from another
     point of the plateau, where CMA-ES on the best alone has found nothing. Whenever no tuning
     runs or waits, the best-scoring program an LLM sampler (one named in ``llm``) wrote whose
-    class was not tuned yet is tuned: an LLM's new shape is judged with its constants fitted, not
+    class was not tuned yet, nor the seed's, is tuned: an LLM's new shape is judged with its constants fitted, not
     only as written (a small model writes the right mix with the wrong weights: ``back - step`` on
     TSP); mutate's children are not (they are many and cheap, and mutate already moves constants).
     One tuning runs at a time and a newer best replaces a waiting target (the newest best is the
@@ -427,7 +427,11 @@ class TuningOperator:
         depends on timing."""
         names = include or exclude
         which = f"sampler {'IN' if include else 'NOT IN'} ({', '.join('?' * len(names))})"
-        classes = sorted(self.tuned_classes)
+        classes = set(self.tuned_classes)
+        if include and (seed := self.store.get(0)) is not None:
+            # An LLM's rewrite of the seed is no new program (its trials would tune the seed's behaviour).
+            classes.add(seed["functional_hash"] or seed["syntactic_hash"])
+        classes = sorted(classes)
         rows = self.store.top(f"status = 'ok' AND {which} AND commit_seq <= ? AND COALESCE(functional_hash, "
                               f"syntactic_hash) NOT IN ({', '.join('?' * len(classes))})", (*names, seq, *classes))
         # The seed belongs to every island; its trials go to the first one.

@@ -308,10 +308,10 @@ def test_tuning_in_async_commit_mode(smooth, tmp_path):
 
 class Writer:
     """A stand-in for a small LLM (a scripted sampler: a real model cannot be made to write a given
-    program): it writes TSP's ``back - step`` once, the mix Gemma 3 270M wrote there with the wrong
-    weight (a worse gap than nearest neighbour), then nearest neighbour again."""
+    program): by default it writes TSP's ``back - step`` once, the mix Gemma 3 270M wrote there with
+    the wrong weight (a worse gap than nearest neighbour), then nearest neighbour again."""
 
-    def __new__(cls):
+    def __new__(cls, first: str = "back - step"):
         from evosearch.samplers.base import Sample, Sampler
 
         class Scripted(Sampler):
@@ -322,7 +322,7 @@ class Writer:
 
             async def sample(self, prompt):
                 self.calls += 1
-                body = "back - step" if self.calls == 1 else "-step"
+                body = first if self.calls == 1 else "-step"
                 return Sample(text="def priority(current, start, unvisited, distances):\n"
                                    "    step = distances[current, unvisited]\n"
                                    "    back = distances[start, unvisited]\n"
@@ -330,7 +330,7 @@ class Writer:
         return Scripted()
 
 
-def tsp_run(tmp_path, **knobs):
+def tsp_run(tmp_path, writer=None, **knobs):
     import asyncio
 
     from evaluators.evaluator import Evaluator
@@ -349,7 +349,7 @@ def tsp_run(tmp_path, **knobs):
 
     async def go():
         async with WorkerPool(problem.folder, None, 0, options, workers=1, hide=[str(tmp_path)]) as pool:
-            await Engine(config, problem, store, Writer(), Evaluator(pool, timeout_s=None, memory_mb=None)).run()
+            await Engine(config, problem, store, writer or Writer(), Evaluator(pool, timeout_s=None, memory_mb=None)).run()
     asyncio.run(go())
     db = sqlite3.connect(tmp_path / "evosearch.db")
     db.row_factory = sqlite3.Row
@@ -372,3 +372,12 @@ def test_a_new_program_an_llm_wrote_is_tuned_though_not_a_new_best(tmp_path):
     # The same run with --no-tune-llm: nothing is tuned (the mix is no new best; the seed has no literal).
     off = tsp_run(tmp_path / "off", tune_llm=False)
     assert not any(r["sampler"] == "tune" for r in off.values())
+
+
+def test_an_llm_rewrite_of_the_seed_is_not_tuned(tmp_path):
+    """``-0.5 * step`` has a literal, but it is nearest neighbour again (the seed's functional class): no
+    new program, so its trials would only tune the seed's behaviour."""
+    recorded = tsp_run(tmp_path, writer=Writer(first="-0.5 * step"), samples=2)
+    rewrite = next(r for r in recorded.values() if r["sampler"] == "writer" and "-0.5 * step" in r["code"])
+    assert rewrite["status"] == "ok" and rewrite["functional_hash"] == recorded[0]["functional_hash"]
+    assert not any(r["sampler"] == "tune" for r in recorded.values())
