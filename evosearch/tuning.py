@@ -39,10 +39,14 @@ from __future__ import annotations
 import ast
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .program import EditError, evolvable_functions, replace_functions
+
+if TYPE_CHECKING:
+    from .samplers.base import Sample
 
 MAX_PARAMS = 16  # more literals than this: the first ones in source order (CMA-ES needs ~10 n evaluations)
 SIGMA0 = 0.3  # initial step in the normalised space: constants move by about 30%
@@ -467,7 +471,7 @@ class TuningOperator:
         return Ask(id=i, island=trial.island, parents=[trial.elite], sampler=NAME, edit_format="full", epoch=epoch,
                    seen=planner.committer.seq, prompt=prompt, source=self)
 
-    async def sample(self, prompt) -> "Sample":
+    async def sample(self, prompt) -> Sample:
         """The trial's text, recorded as its prompt when it was proposed: so a trial asked before a
         restart is answered again from the store alone."""
         from .samplers.base import Sample
