@@ -106,9 +106,9 @@ class RunConfig:
                                  "only new bests are tuned; off by default: on bin packing's small training split "
                                  "it measured worse held-out, see README)", minimum=0)
     tune_llm: bool = knob(True, "constant tuning of every new program an LLM sampler wrote (first of its functional "
-                                "class, not the seed's, best first, one tuning at a time, when no new best waits): a small model's "
-                                "right mix with the wrong weights is judged tuned; mutate's children are tuned only "
-                                "as new bests")
+                                "class, not the seed's, best first, one tuning at a time, when no new best waits): a "
+                                "small model's right mix with the wrong weights is judged tuned; mutate's children are "
+                                "tuned only as new bests")
     inspirations: int = knob(0, "extra elites from other cells shown in each prompt as inspirations", minimum=0)
     runtime_descriptor: bool = knob(False, "add measured evaluation time (log10 seconds) as a behaviour axis; "
                                            "wall-clock, so runs stop being exactly repeatable")

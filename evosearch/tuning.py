@@ -332,22 +332,22 @@ class TuningOperator:
     tune, proposes the trials (``ask``) and answers them (``sample``); its whole state is rebuilt from
     the rows told.
 
-    When: a committed program that beats every result before it becomes the tuning target,
-    a trial included: a trial that sets a new best is tuned again once its tuning ends, so
-    CMA-ES restarts (with a fresh step size) from the point it found, and a chain of tunings
-    goes on while each one improves the best. When the search stalls (``patience`` sampler rows
-    committed since the best last improved or a tuning last ended), the highest-scoring program
-    a sampler wrote whose functional class was not tuned yet is tuned: a restart from another
-    point of the plateau, where CMA-ES on the best alone has found nothing. Whenever no tuning
-    runs or waits, the best-scoring program an LLM sampler (one named in ``llm``) wrote whose
-    class was not tuned yet, nor the seed's, is tuned: an LLM's new shape is judged with its constants fitted, not
-    only as written (a small model writes the right mix with the wrong weights: ``back - step`` on
-    TSP); mutate's children are not (they are many and cheap, and mutate already moves constants).
-    One tuning runs at a time and a newer best replaces a waiting target (the newest best is the
-    one worth tuning). A functional class is tuned at most once, with ``evaluations`` trials.
-    Which trial: the k-th trial row of a tuning is the k-th row with sampler ``tune`` and that
-    elite as its only parent, in id order, read from the store; so a restart finds the trials
-    asked before it (pending or done) and asks the next one, never one twice.
+    When: a committed program that beats every result before it becomes the tuning target, a trial
+    included: a trial that sets a new best is tuned again once its tuning ends, so CMA-ES restarts
+    (with a fresh step size) from the point it found, and a chain of tunings goes on while each one
+    improves the best. When the search stalls (``patience`` sampler rows committed since the best
+    last improved or a tuning last ended), the highest-scoring program a sampler wrote whose
+    functional class was not tuned yet is tuned: a restart from another point of the plateau, where
+    CMA-ES on the best alone has found nothing. Whenever no tuning runs or waits, the best-scoring
+    program an LLM sampler (one named in ``llm``) wrote whose class was not tuned yet, nor the
+    seed's, is tuned: an LLM's new shape is judged with its constants fitted, not only as written (a
+    small model writes the right mix with the wrong weights: ``back - step`` on TSP); mutate's
+    children are not (they are many and cheap, and mutate already moves constants). One tuning runs
+    at a time and a newer best replaces a waiting target (the newest best is the one worth tuning).
+    A functional class is tuned at most once, with ``evaluations`` trials. Which trial: the k-th
+    trial row of a tuning is the k-th row with sampler ``tune`` and that elite as its only parent,
+    in id order, read from the store; so a restart finds the trials asked before it (pending or
+    done) and asks the next one, never one twice.
 
     ``tell`` must see every committed row in commit order (replay included); ``propose`` is
     asked for each new sample id and returns None when no trial can be asked now (the tuning's

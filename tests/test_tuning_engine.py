@@ -349,7 +349,8 @@ def tsp_run(tmp_path, writer=None, **knobs):
 
     async def go():
         async with WorkerPool(problem.folder, None, 0, options, workers=1, hide=[str(tmp_path)]) as pool:
-            await Engine(config, problem, store, writer or Writer(), Evaluator(pool, timeout_s=None, memory_mb=None)).run()
+            evaluator = Evaluator(pool, timeout_s=None, memory_mb=None)
+            await Engine(config, problem, store, writer or Writer(), evaluator).run()
     asyncio.run(go())
     db = sqlite3.connect(tmp_path / "evosearch.db")
     db.row_factory = sqlite3.Row
