@@ -431,11 +431,11 @@ class TuningOperator:
         depends on timing."""
         names = include or exclude
         which = f"sampler {'IN' if include else 'NOT IN'} ({', '.join('?' * len(names))})"
-        classes = set(self.tuned_classes)
+        excluded = set(self.tuned_classes)
         if include and (seed := self.store.get(0)) is not None:
             # An LLM's rewrite of the seed is no new program (its trials would tune the seed's behaviour).
-            classes.add(seed["functional_hash"] or seed["syntactic_hash"])
-        classes = sorted(classes)
+            excluded.add(seed["functional_hash"] or seed["syntactic_hash"])
+        classes = sorted(excluded)
         rows = self.store.top(f"status = 'ok' AND {which} AND commit_seq <= ? AND COALESCE(functional_hash, "
                               f"syntactic_hash) NOT IN ({', '.join('?' * len(classes))})", (*names, seq, *classes))
         # The seed belongs to every island; its trials go to the first one.
