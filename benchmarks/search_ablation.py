@@ -88,6 +88,7 @@ ARMS = {
     "exploit50": ["--selection", "exploit", "--exploit-share", "0.5", "--explore", "uniform"],
     "exploit80": ["--selection", "exploit", "--exploit-share", "0.8", "--explore", "uniform"],
     "curious50": ["--selection", "exploit", "--exploit-share", "0.5", "--explore", "curiosity"],
+    "novel50": ["--selection", "exploit", "--exploit-share", "0.5", "--explore", "novelty"],
     "islands1": ["--islands", "1"],
     "islands2": ["--islands", "2"],
 }

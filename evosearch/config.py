@@ -80,17 +80,19 @@ class RunConfig:
                                      "(FunSearch: softmax over score clusters, decaying temperature), dgm (Darwin "
                                      "Godel Machine: sigmoid of score / (1 + children)), best ((1+1)-EPS hill "
                                      "climbing), curiosity (Cully & Demiris: cells whose children entered the archive), "
-                                     "exploit (the archipelago's best parents on --exploit-share of prompts, the "
-                                     "island's cells drawn by --explore on the rest), seed (always the seed program: random "
-                                     "mutation baseline)",
-                          choices=("uniform", "boltzmann", "dgm", "best", "curiosity", "exploit", "seed"))
+                                     "novelty (Lehman & Stanley's sparseness: cells far from the other elites), exploit "
+                                     "(the archipelago's best parents on --exploit-share of prompts, the island's cells "
+                                     "drawn by --explore on the rest), seed (always the seed program: random mutation "
+                                     "baseline)",
+                          choices=("uniform", "boltzmann", "dgm", "best", "curiosity", "novelty", "exploit", "seed"))
     exploit_share: float = knob(0.5, "--selection exploit: share of prompts showing the archipelago's best parents (the rest "
                                    "draw cells of their island by --explore)",
                                 minimum=0)
     explore: str = knob("uniform", "--selection exploit: how the other prompts draw their island's cells: uniform, or "
                                    "curiosity (each child that enters the archive adds 1 to its parents' score, any other "
                                    "takes 0.5; p ~ sigmoid(score)): more cells on TSP, a worse held-out best on bin packing "
-                                   "(README, \"Which settings find most\")", choices=("uniform", "curiosity"))
+                                   "(README, \"Which settings find most\"), or novelty (p ~ mean distance to the 3 "
+                                   "nearest other elites on the map)", choices=("uniform", "curiosity", "novelty"))
     archive: str = knob("grid", "island archive: grid (pyribs GridArchive over the descriptors), cvt (pyribs "
                                 "CVTArchive, --cvt-cells centroids) or clusters (FunSearch-style: no grid, one "
                                 "cluster per score)", choices=tuple(ARCHIVES))

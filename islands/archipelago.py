@@ -53,10 +53,10 @@ class Archipelago:
     island (the Ray backend passes one that puts it in an actor); ``island_kwargs``
     are e.g. ``archive``, ``cvt_cells``, ``temperature0``, ``temperature_period``.
     ``selection`` is the default parent-selection strategy: "uniform", "boltzmann",
-    "dgm", "best", "curiosity", "exploit", or "seed" (always the founder given to ``add_everywhere``).
+    "dgm", "best", "curiosity", "novelty", "exploit", or "seed" (always the founder given to ``add_everywhere``).
     "exploit" works across islands: on a share of prompts (``island_kwargs["exploit_share"]``)
     the parents are the best elites of the whole archipelago, on the others cells of the
-    prompt's own island drawn by ``island_kwargs["explore"]`` (uniform or curiosity). So the
+    prompt's own island drawn by ``island_kwargs["explore"]`` (uniform, curiosity or novelty). So the
     best lineage is climbed with the whole budget, as by (1+1)-EPS, while every island keeps
     filling its cells as in MAP-Elites.
     """

@@ -116,6 +116,9 @@ class ClusterIsland:
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         pool = self.elites()
+        return sorted((pool[p] for p in self._picks(rng, k, strategy, pool)), key=lambda e: e.score)
+
+    def _picks(self, rng: np.random.Generator, k: int, strategy: str, pool: list[Elite]) -> list[int]:
         scores = [e.score for e in pool]
         if strategy == "uniform":
             picks = selection.uniform(rng, len(pool), k)
@@ -128,12 +131,14 @@ class ClusterIsland:
             picks = selection.best(scores, k)
         elif strategy == "curiosity":
             picks = selection.curiosity(rng, [self.curiosity(e.program_id) for e in pool], k)
+        elif strategy == "novelty":
+            picks = selection.novelty(rng, selection.unit_box([e.descriptors for e in pool], self.descriptors), k)
         elif strategy == "exploit":
-            curious = [self.curiosity(e.program_id) for e in pool] if self.explore == "curiosity" else None
-            picks = selection.exploit(rng, scores, k, self.exploit_share, curious)
+            picks = selection.exploit(rng, scores, k, self.exploit_share,
+                                      lambda: self._picks(rng, k, self.explore, pool))
         else:
             raise ValueError(f"strategy must be one of {', '.join(selection.STRATEGIES)}, got {strategy!r}")
-        return sorted((pool[p] for p in picks), key=lambda e: e.score)
+        return picks
 
     def sample_elites(self, rng: np.random.Generator, m: int, exclude_cells: Sequence[int] = ()) -> list[Elite]:
         skip = set(exclude_cells)

@@ -282,6 +282,10 @@ class Island:
         score ascending so the best comes last (FunSearch's prompt order)."""
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
+        return sorted((self._elite_at(p) for p in self._picks(rng, k, strategy)),
+                      key=lambda e: e.score)  # stable on equal scores
+
+    def _picks(self, rng: np.random.Generator, k: int, strategy: str) -> list[int]:
         if strategy == "uniform":
             picks = selection.uniform(rng, len(self._ids), k)
         elif strategy == "boltzmann":
@@ -295,12 +299,14 @@ class Island:
             picks = selection.best(self._scores, k)
         elif strategy == "curiosity":
             picks = selection.curiosity(rng, [self.curiosity(i) for i in self._ids], k)
+        elif strategy == "novelty":
+            picks = selection.novelty(rng, selection.unit_box(self._desc, self.descriptors), k)
         elif strategy == "exploit":
-            curious = [self.curiosity(i) for i in self._ids] if self.explore == "curiosity" else None
-            picks = selection.exploit(rng, self._scores, k, self.exploit_share, curious)
+            picks = selection.exploit(rng, self._scores, k, self.exploit_share,
+                                      lambda: self._picks(rng, k, self.explore))
         else:
             raise ValueError(f"strategy must be one of {', '.join(selection.STRATEGIES)}, got {strategy!r}")
-        return sorted((self._elite_at(p) for p in picks), key=lambda e: e.score)  # stable on equal scores
+        return picks
 
     def sample_elites(self, rng: np.random.Generator, m: int, exclude_cells: Sequence[int] = ()) -> list[Elite]:
         """Up to m distinct elites drawn uniformly from cells not in ``exclude_cells``."""

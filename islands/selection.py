@@ -21,18 +21,25 @@ All costs are O(elites) per call, and an island holds at most one elite per cell
   each that did not (failed children included); p ∝ sigmoid(curiosity), so a new elite
   weighs 1/2, one whose children keep entering tends to 1 and a barren one to 0. Only
   the island that holds the parent counts its children.
+- ``novelty``: novelty search's sparseness (Lehman & Stanley 2011) on the map: an
+  elite's novelty is the mean distance of its descriptors (each axis scaled to [0, 1])
+  to those of its ``NOVELTY_NEIGHBOURS`` nearest fellow elites; p ∝ novelty, so elites
+  on the edges of the filled region, whose children are likelier to land in empty
+  cells, are drawn more. O(elites²) per call, at most one elite per cell.
 - ``exploit``: an exploitation share over MAP-Elites: with probability ``share`` a
   prompt gets the top-k (as ``best``), otherwise k cells drawn by the ``explore``
-  rule (``uniform``, or ``curiosity``). Drawn per prompt, not per parent, so an
+  rule (``uniform``, ``curiosity`` or ``novelty``). Drawn per prompt, not per parent, so an
   exploiting prompt shows the island's best lineage whole and an exploring one a
   sample of the cells.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-STRATEGIES = ("uniform", "boltzmann", "dgm", "best", "curiosity", "exploit")
-EXPLORE = ("uniform", "curiosity")  # what the exploring prompts of ``exploit`` draw by
+STRATEGIES = ("uniform", "boltzmann", "dgm", "best", "curiosity", "novelty", "exploit")
+EXPLORE = ("uniform", "curiosity", "novelty")  # what the exploring prompts of ``exploit`` draw by
 
 # FunSearch's defaults (Romera-Paredes et al. 2024, Methods, "Prompt building"):
 # T0 = 0.1, N = 30,000.
@@ -44,6 +51,9 @@ DGM_MIDPOINT = 0.5
 # Cully & Demiris 2018: a child that enters the archive adds 1 to each parent's curiosity, any other costs 0.5.
 CURIOSITY_GAIN = 1.0
 CURIOSITY_LOSS = 0.5
+# Neighbours in the sparseness of ``novelty``: Lehman & Stanley use 15 in an unbounded archive;
+# an island holds one elite per cell, so its nearest few are the cells around it.
+NOVELTY_NEIGHBOURS = 3
 # Share of prompts that exploit the island's best cells (``exploit``); chosen by
 # benchmarks/search_ablation.py (see the README's "Parent selection").
 EXPLOIT_SHARE = 0.5
@@ -144,16 +154,41 @@ def curiosity(rng: np.random.Generator, curiosities: list[float], k: int) -> lis
     return _draw(rng, n, k, w / w.sum())
 
 
+def unit_box(values, descriptors) -> np.ndarray:
+    """Descriptor values (one row per elite) with each axis scaled from [low, high] to [0, 1]."""
+    x = np.asarray(values, dtype=np.float64).reshape(len(values), len(descriptors))
+    low = np.array([float(d.low) for d in descriptors])
+    span = np.array([float(d.high) - float(d.low) for d in descriptors])
+    return (x - low) / np.where(span > 0, span, 1.0)
+
+
+def novelty(rng: np.random.Generator, points, k: int, neighbours: int = NOVELTY_NEIGHBOURS) -> list[int]:
+    """k positions drawn with p ∝ sparseness: the mean distance of each point (one row per elite,
+    its descriptors scaled to [0, 1]) to its ``neighbours`` nearest others. Uniform while every
+    sparseness is 0 (one elite, or no descriptors)."""
+    x = np.asarray(points, dtype=np.float64)
+    n = len(x)
+    if n == 0 or k == 0:
+        return []
+    x = x.reshape(n, -1)
+    m = min(neighbours, n - 1)
+    if m == 0:
+        return _draw(rng, n, k)
+    dist = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=-1))
+    np.fill_diagonal(dist, np.inf)
+    sparseness = np.partition(dist, m - 1, axis=1)[:, :m].mean(axis=1)
+    total = float(sparseness.sum())
+    return _draw(rng, n, k, None if total <= 0 else sparseness / total)
+
+
 def exploit(rng: np.random.Generator, scores: list[float], k: int, share: float = EXPLOIT_SHARE,
-            curiosities: list[float] | None = None) -> list[int]:
-    """The top-k with probability ``share``, else k positions drawn by curiosity when ``curiosities``
-    are given, uniformly otherwise (one draw decides the prompt)."""
+            explore: Callable[[], list[int]] | None = None) -> list[int]:
+    """The top-k with probability ``share``, else the k positions ``explore()`` draws (uniform when
+    none is given; one draw decides the prompt)."""
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"exploit share must be in [0, 1], got {share}")
     if len(scores) == 0 or k == 0:
         return []
     if rng.random() < share:
         return best(scores, k)
-    if curiosities is not None:
-        return curiosity(rng, curiosities, k)
-    return uniform(rng, len(scores), k)
+    return explore() if explore is not None else uniform(rng, len(scores), k)

@@ -3,6 +3,7 @@ ring migration, FunSearch resets, and determinism under replay."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -365,8 +366,8 @@ def test_curiosity_rises_with_children_that_enter_and_falls_with_the_rest():
         curious.record_failure([1])
     picks = [curious.select_parents(rng, 1, "exploit")[0].program_id for _ in range(500)]
     assert picks.count(2) > 4 * picks.count(1)  # 0.5 against sigmoid(-2.5) = 0.076: 6.6 times
-    with pytest.raises(ValueError, match="explore must be one of uniform, curiosity"):
-        Island(GRID, explore="novelty")
+    with pytest.raises(ValueError, match="explore must be one of uniform, curiosity, novelty"):
+        Island(GRID, explore="sparse")
     # FunSearch-style cluster islands keep the same scores.
     clusters = ClusterIsland(GRID, max_clusters=3)
     for pid in (1, 2):
@@ -580,6 +581,29 @@ def test_engine_handles_children_of_reset_islands_and_writes_heatmap_and_qd_metr
     assert again == rows and again_events == events
 
 
+def test_novelty_draws_the_elite_far_from_the_others_most():
+    """Sparseness (mean distance to the 3 nearest other elites, axes scaled to [0, 1]): four elites
+    in one corner of the map, 0.26 from their neighbours; one alone in the far corner, 1.0 away."""
+    rng = np.random.default_rng(0)
+    corner = [(1, (1.0, -0.9)), (2, (3.0, -0.9)), (3, (1.0, -0.4)), (4, (3.0, -0.4))]
+    for isl in (Island(GRID), ClusterIsland(GRID, max_clusters=8)):
+        for pid, desc in corner + [(5, (9.0, 0.9))]:
+            isl.add(pid, float(pid), desc)  # distinct scores: one cluster each on cluster islands
+        counts = Counter(isl.select_parents(rng, 1, "novelty")[0].program_id for _ in range(2000))
+        # p = 1.0 / (1.0 + 4 x 0.257) = 0.49 for the lone elite, 0.13 for each in the corner.
+        assert counts[5] > 3 * max(counts[i] for i in (1, 2, 3, 4)) and min(counts.values()) > 100
+        assert sorted(p.program_id for p in isl.select_parents(rng, 5, "novelty")) == [1, 2, 3, 4, 5]
+    # exploit's exploring prompts draw by novelty when the island is built so (here every prompt explores).
+    novel = Island(GRID, exploit_share=0.0, explore="novelty")
+    for pid, desc in corner + [(5, (9.0, 0.9))]:
+        novel.add(pid, 1.0, desc)
+    counts = Counter(novel.select_parents(rng, 1, "exploit")[0].program_id for _ in range(2000))
+    assert counts[5] > 3 * max(counts[i] for i in (1, 2, 3, 4))
+    lone = Island(GRID)
+    lone.add(7, 1.0, (5.0, 0.0))
+    assert [p.program_id for p in lone.select_parents(rng, 2, "novelty")] == [7, 7]  # no neighbours: uniform
+
+
 def test_curiosity_exploration_replays_exactly_and_differs_from_uniform(tmp_path):
     rows, events = _cli_run(tmp_path / "a", "--explore", "curiosity", "--reset-interval", "0")
     again, again_events = _cli_run(tmp_path / "b", "--explore", "curiosity", "--reset-interval", "0")
@@ -587,6 +611,8 @@ def test_curiosity_exploration_replays_exactly_and_differs_from_uniform(tmp_path
     uniform, _ = _cli_run(tmp_path / "c", "--explore", "uniform", "--reset-interval", "0")
     # The same seed draws other parents once curiosity scores differ.
     assert [r[5] for r in uniform] != [r[5] for r in rows]
+    novel, _ = _cli_run(tmp_path / "d", "--explore", "novelty", "--reset-interval", "0")
+    assert [r[5] for r in novel] != [r[5] for r in uniform]  # and by novelty, others again
 
 
 def test_runtime_descriptor_is_opt_in_and_island_options_reach_the_islands():
