@@ -248,7 +248,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="evosearch-report-bench-"))
     run_dir = work / f"synthetic-{args.samples}"
     t = time.perf_counter()
-    made = make_store(run_dir, args.samples)
+    make_store(run_dir, args.samples)
     make_s = time.perf_counter() - t
     plotly_js()  # packed once per process; timed apart
     import evosearch.engine  # noqa: F401  (imported by a run anyway; pyribs takes seconds to import)

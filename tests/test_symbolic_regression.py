@@ -94,7 +94,6 @@ def test_duffing_data_is_deterministic_and_ood_is_outside():
 # ---------------------------------------------------------------- strict scoring
 
 def good_output(instance):
-    n = len(instance["target"])
     out = {"params": [1.0] * 10, "train": instance["target"].tolist()}
     for part, target in instance.get("targets", {}).items():
         out[part] = target.tolist()
