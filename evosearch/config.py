@@ -92,7 +92,7 @@ class RunConfig:
                                    "curiosity (each child that enters the archive adds 1 to its parents' score, any other "
                                    "takes 0.5; p ~ sigmoid(score)): more cells on TSP, a worse held-out best on bin packing "
                                    "(README, \"Which settings find most\"), or novelty (p ~ mean distance to the 3 "
-                                   "nearest other elites on the map): no more cells, a worse best on both",
+                                   "nearest other elites on the map): no more cells and a worse median best on both",
                         choices=("uniform", "curiosity", "novelty"))
     archive: str = knob("grid", "island archive: grid (pyribs GridArchive over the descriptors), cvt (pyribs "
                                 "CVTArchive, --cvt-cells centroids) or clusters (FunSearch-style: no grid, one "
