@@ -1,7 +1,7 @@
 """Parent selection rules, as pure functions of elite arrays and an ``rng``.
 
 Each returns positions into the arrays it is given; islands map them back to elites.
-All costs are O(elites) per call, and an island holds at most one elite per cell
+All costs are O(elites) per call (``novelty``'s O(elites²)), and an island holds at most one elite per cell
 (or a capped number of clusters), so a call is O(1) in the number of insertions.
 
 - ``uniform``: MAP-Elites (Mouret & Clune 2015), uniform over occupied cells.
@@ -25,7 +25,7 @@ All costs are O(elites) per call, and an island holds at most one elite per cell
   elite's novelty is the mean distance of its descriptors (each axis scaled to [0, 1])
   to those of its ``NOVELTY_NEIGHBOURS`` nearest fellow elites; p ∝ novelty, so elites
   on the edges of the filled region, whose children are likelier to land in empty
-  cells, are drawn more. O(elites²) per call, at most one elite per cell.
+  cells, are drawn more.
 - ``exploit``: an exploitation share over MAP-Elites: with probability ``share`` a
   prompt gets the top-k (as ``best``), otherwise k cells drawn by the ``explore``
   rule (``uniform``, ``curiosity`` or ``novelty``). Drawn per prompt, not per parent, so an
