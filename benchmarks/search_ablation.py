@@ -24,6 +24,8 @@ sandbox workers, real store), with the same sample budget. Arms:
                 uniform cells; ``curious50``: share 0.5, the others drawn by curiosity.
 * ``islands1``, ``islands2``: the default with one or two islands instead of four (each island's
                 exploiting prompts climb its own best, so four islands split that budget four ways).
+* ``xover25``   the default with a quarter of the prompts asking for a crossover of two parents
+                (the mutate sampler's subtree crossover, the mate from a distant cell).
 * ``<arm>+tune`` any arm with constant tuning (``--tune-evals`` CMA-ES trials per new best and, after
                 ``--tune-patience`` samples without one, for the best untuned program); arms
                 without the suffix run with tuning off. The engine's default configuration
@@ -91,6 +93,9 @@ ARMS = {
     "novel50": ["--selection", "exploit", "--exploit-share", "0.5", "--explore", "novelty"],
     "islands1": ["--islands", "1"],
     "islands2": ["--islands", "2"],
+    # A quarter of the prompts ask for a crossover: the mutate sampler grafts a subexpression of a
+    # distant cell's elite into the other parent (braces doubled: these strings go through format).
+    "xover25": ["--edit-formats", "{{full: 0.75, crossover: 0.25}}"],
 }
 DEFAULT_ARMS = ["default", "funsearch", "eps", "random"]
 TUNE = "+tune"  # suffix: the arm with constant tuning

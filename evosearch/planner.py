@@ -157,7 +157,8 @@ class Planner:
                         parents=[self.store.get(p)["code"] for p in row["parents"]], functions=self.functions,
                         seed=sample_seed(self.config.seed, row["id"]), completion=saved["completion"] or "",
                         header=saved["header"] or "", completion_shared=saved["completion_shared"] or 0,
-                        user_shared=saved["user_shared"] or 0, arm=row["sampler"] if bandit else "")
+                        user_shared=saved["user_shared"] or 0, arm=row["sampler"] if bandit else "",
+                        edit_format=row["edit_format"] or "full")
         return Ask(id=row["id"], island=row["island"], parents=row["parents"], sampler=row["sampler"],
                    edit_format=row["edit_format"] or "full", epoch=row.get("epoch"), seen=row.get("seen") or 0,
                    prompt=prompt, source=source, extra={"prompt_id": row["prompt_id"]}, exploit=row.get("exploit"))

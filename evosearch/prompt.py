@@ -166,7 +166,7 @@ def build_prompt(*, description: str, skeleton: str, parents: list, seed: int, e
     completion = code_head + "\n\n\n".join(versions) + f"\n\n\n# Version {k} ({tag})\n{header}"
     return Prompt(system=SYSTEM, user=user, parents=[p.code for p in shown], functions=names, seed=seed,
                   completion=completion, header=header, completion_shared=len(code_head),
-                  user_shared=len(chat_head))
+                  user_shared=len(chat_head), edit_format=edit_format)
 
 
 def distinct(shown: list[Shown]) -> list[Shown]:
@@ -199,7 +199,7 @@ def _diff_prompt(chat_head: str, others: str, parent: Shown, names: list[str], s
               "Only lines between # EVOLVE-BLOCK-START and # EVOLVE-BLOCK-END may change.")
     # No completion form: a completion model cannot be steered into this format by code alone.
     return Prompt(system=SYSTEM, user=user, parents=[parent.code], functions=names, seed=seed,
-                  user_shared=len(chat_head))
+                  user_shared=len(chat_head), edit_format="diff")
 
 
 def retry_prompt(prompt: Prompt, answer: str, reason: str, seed: int) -> Prompt:

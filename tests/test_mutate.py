@@ -11,7 +11,7 @@ from evosearch.extract import extract_functions
 from evosearch.problem import load_problem
 from evosearch.program import blocks, evolvable_functions, replace_functions
 from evosearch.samplers.base import Prompt, SamplerError
-from evosearch.samplers.mutate import MutateSampler, mutate
+from evosearch.samplers.mutate import MutateSampler, crossover, mutate
 
 SKELETON = load_problem("bin_packing").skeleton
 
@@ -134,6 +134,45 @@ def test_any_seed_gives_a_parsable_change(seed):
     assert text != evolvable_functions(SKELETON)["priority"]
 
 
+
+
+# Two elites of different cells: the mate holds ideas (a root of the gap, a local `slack`) the best lacks.
+BEST = SKELETON.replace("return -(bins - item)", "return -(bins - item) + 0.5 * (bins < 2.0 * item)")
+MATE = SKELETON.replace("    return -(bins - item)",
+                        "    slack = bins - item\n    return -slack + 0.3 * np.sqrt(np.abs(bins / item))")
+
+
+def crossed(best, mate, seed, edit_format="crossover"):
+    prompt = Prompt("", "", [mate, best], ["priority"], seed, edit_format=edit_format)
+    return asyncio.run(MutateSampler().sample(prompt)).text
+
+
+def test_crossover_grafts_the_mates_subexpressions_into_the_best_parent():
+    assert SKELETON.count("return -(bins - item)") == 1  # the replacements above took
+    texts = [crossed(BEST, MATE, s) for s in range(100)]
+    assert texts == [crossed(BEST, MATE, s) for s in range(100)]  # deterministic in the seed
+    assert texts != [crossed(BEST, MATE, s, "full") for s in range(100)]  # a full prompt mutates instead
+    mate_only = {ast.unparse(e) for e in ast.walk(ast.parse(evolvable_functions(MATE)["priority"]))
+                 if isinstance(e, ast.expr)} - {ast.unparse(e) for e in ast.walk(ast.parse(
+                     evolvable_functions(BEST)["priority"])) if isinstance(e, ast.expr)}
+    grafted = 0
+    for text in texts:
+        new = extract_functions(text, ["priority"], program=BEST)
+        child = replace_functions(BEST, new)
+        compile(child, "<child>", "exec")
+        assert outside_blocks(child) == outside_blocks(BEST)
+        code = ast.parse(new["priority"])
+        assert "slack" not in {n.id for n in ast.walk(code) if isinstance(n, ast.Name)}  # not in the best's scope
+        assert ast.unparse(code) != ast.unparse(ast.parse(evolvable_functions(MATE)["priority"]))
+        grafted += any(ast.unparse(e) in mate_only for e in ast.walk(code) if isinstance(e, ast.Call))
+    assert grafted > 30  # np.sqrt(np.abs(...)) carried over, in place of a subexpression or as a new term
+
+
+def test_crossover_with_nothing_to_graft_mutates_the_best_parent():
+    # The mate holds nothing the best lacks (and one parent only): a plain mutation of the best.
+    assert crossed(BEST, SKELETON, 3) == mutate(BEST, 3)
+    assert asyncio.run(MutateSampler().sample(Prompt("", "", [BEST], ["priority"], 3, edit_format="crossover"))).text \
+        == mutate(BEST, 3)
 
 
 def test_needs_a_parent_with_evolvable_code():

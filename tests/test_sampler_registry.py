@@ -37,7 +37,7 @@ class Doubler(Sampler):
 def test_built_in_names_come_from_the_one_registry():
     assert sampler_names()[:4] == tuple(REGISTRY) == ("local", "openai", "vllm", "mutate")
     assert all(issubclass(sampler_class(n), Sampler) for n in ("mutate", "openai"))
-    assert make_sampler("mutate").llm is False and make_sampler("mutate").edit_formats == ("full",)
+    assert make_sampler("mutate").llm is False and make_sampler("mutate").edit_formats == ("full", "crossover")
     with pytest.raises(ValueError, match="unknown sampler 'gpt5'"):
         make_sampler("gpt5")
     with pytest.raises(ConfigError, match="config 'sampler' must be one of local, openai, vllm, mutate"):

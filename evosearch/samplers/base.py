@@ -36,6 +36,7 @@ class Prompt:
     completion_shared: int = 0
     user_shared: int = 0
     arm: str = ""  # which arm of a BanditSampler draws this sample ("" for a single sampler)
+    edit_format: str = "full"  # what the prompt asks for (evosearch.prompt.EDIT_FORMATS)
     # This sample's temperature as a multiple of the sampler's (the engine raises it when it asks
     # again for an answer that duplicated a known program).
     temperature_scale: float = 1.0

@@ -16,6 +16,12 @@ a search in its own right. Operators, as in genetic programming:
 Each sample applies one to three operators and returns the changed functions'
 source, the shape an LLM answer has, so it goes through ``evosearch.extract``
 like any other. The sampler only rewrites text; it never runs the code.
+
+On a ``crossover`` prompt (two parents, the mate drawn from a distant cell) it answers with
+Koza's subtree crossover instead: a subexpression of the other parent is grafted into the best
+one, in place of one of its subexpressions or joined to it as a new term. A mutation moves a
+child a short way from its parent; a graft carries over what made another cell's elite
+differ, which is a longer step in behaviour.
 """
 from __future__ import annotations
 
@@ -55,7 +61,7 @@ class MutateSampler(Sampler):
 
     name = "mutate"
     llm = False
-    edit_formats = ("full",)  # it rewrites functions; the other formats need a model reading the prompt
+    edit_formats = ("full", "crossover")  # it rewrites functions; diff and fix need a model reading the prompt
     # An AST edit calls no model: its sample costs only the evaluation. A tenth of a model's sample is
     # generous to the model (the embedded one took about 7 s a sample here, an evaluation 0.05-0.25 s).
     cost = 0.1
@@ -68,18 +74,14 @@ class MutateSampler(Sampler):
     async def sample(self, prompt: Prompt) -> Sample:
         if not prompt.parents:
             raise SamplerError("the mutate sampler needs a parent program")
+        if prompt.edit_format == "crossover" and len(prompt.parents) > 1:
+            return Sample(text=crossover(prompt.parents[-1], prompt.parents[0], prompt.seed), model="mutate")
         return Sample(text=mutate(prompt.parents[-1], prompt.seed, self.max_operators), model="mutate")
 
 
 def mutate(program: str, seed: int, max_operators: int = 3) -> str:
     """Source of the mutated evolvable functions of ``program`` (always parses, always differs)."""
-    try:
-        functions = evolvable_functions(program)
-        trees = {name: ast.parse(src).body[0] for name, src in functions.items()}
-    except (EditError, SyntaxError) as e:
-        raise SamplerError(f"cannot mutate the parent: {e}") from e
-    if not trees:
-        raise SamplerError("the parent has no evolvable function to mutate")
+    trees = _trees(program)
     rng = random.Random(seed)
     original = {name: ast.unparse(tree) for name, tree in trees.items()}
     for _ in range(MAX_TRIES):  # each retry continues the same rng stream, so the result stays deterministic
@@ -89,15 +91,69 @@ def mutate(program: str, seed: int, max_operators: int = 3) -> str:
             name = rng.choice(sorted(mutated))
             op = rng.choices(OPERATORS, weights=WEIGHTS)[0]
             _APPLY[op](mutated[name], rng)
-        changed = {}
-        for name, tree in mutated.items():
-            ast.fix_missing_locations(tree)
-            src = ast.unparse(tree)
-            if src != original[name]:
-                changed[name] = src
-        if changed and _compiles("\n\n\n".join(changed.values())):
-            return "\n\n\n".join(changed.values()) + "\n"
+        if (answer := _answer(mutated, original)) is not None:
+            return answer
     raise SamplerError(f"no valid mutation found in {MAX_TRIES} tries")
+
+
+def crossover(recipient: str, donor: str, seed: int) -> str:
+    """Source of ``recipient``'s evolvable functions with one subexpression of ``donor``'s same-named
+    function grafted in: replacing a subexpression, or joined to it as a term, as ``_term`` joins its
+    shapes. Grafts are compound subexpressions the recipient does not hold, whose local names are
+    all in scope at the graft site. With nothing to graft (no shared function, no such subexpression)
+    it mutates the recipient."""
+    trees, mates = _trees(recipient), _trees(donor)
+    rng = random.Random(seed)
+    original = {name: ast.unparse(tree) for name, tree in trees.items()}
+    shared = sorted(set(trees) & set(mates))
+    for _ in range(MAX_TRIES if shared else 0):
+        name = rng.choice(shared)
+        fn, mate = copy.deepcopy(trees[name]), mates[name]
+        local = set(_variables(mate, mate.body[0])) | {n.id for n in ast.walk(mate)  # arguments, assigned names
+                                                       if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        target = _target(fn, rng)
+        if target is None:
+            break
+        own = {ast.unparse(e) for e in _expressions(fn)}  # what the recipient has already
+        scope = set(_variables(fn, target))
+        grafts = [e for e in _expressions(mate) if not isinstance(e, (ast.Constant, ast.Name))
+                  and ast.unparse(e) not in own
+                  and {n.id for n in ast.walk(e) if isinstance(n, ast.Name)} & local <= scope]
+        if not grafts:
+            continue
+        graft = copy.deepcopy(rng.choice(grafts))
+        if rng.random() < 0.5:
+            _replace(fn, target, graft)
+        else:
+            _join(fn, target, f"({ast.unparse(graft)})", sorted(scope), rng)
+        if ast.unparse(fn) == ast.unparse(mate):
+            continue  # the mate itself: a known program
+        if (answer := _answer({**trees, name: fn}, original)) is not None:
+            return answer
+    return mutate(recipient, seed)
+
+
+def _trees(program: str) -> dict[str, ast.FunctionDef]:
+    try:
+        trees = {name: ast.parse(src).body[0] for name, src in evolvable_functions(program).items()}
+    except (EditError, SyntaxError) as e:
+        raise SamplerError(f"cannot mutate the parent: {e}") from e
+    if not trees:
+        raise SamplerError("the parent has no evolvable function to mutate")
+    return trees
+
+
+def _answer(trees: dict[str, ast.FunctionDef], original: dict[str, str]) -> str | None:
+    """The source of the functions that changed, or None when none did or the result does not compile."""
+    changed = {}
+    for name, tree in trees.items():
+        ast.fix_missing_locations(tree)
+        src = ast.unparse(tree)
+        if src != original[name]:
+            changed[name] = src
+    if changed and _compiles("\n\n\n".join(changed.values())):
+        return "\n\n\n".join(changed.values()) + "\n"
+    return None
 
 
 def _compiles(source: str) -> bool:
@@ -279,21 +335,32 @@ def _features(names: list[str], rng: random.Random) -> tuple[str, str]:
     return one(), one()
 
 
-def _term(fn: ast.FunctionDef, rng: random.Random) -> None:
+def _target(fn: ast.FunctionDef, rng: random.Random) -> ast.expr | None:
+    """An expression to grow or replace; half the time the whole returned value, the most direct
+    way to change a score."""
     exprs = _expressions(fn)
     if not exprs:
-        return
+        return None
     returns = [n.value for n in ast.walk(fn) if isinstance(n, ast.Return) and n.value is not None]
-    # Half the time grow the whole returned value: the most direct way to add a feature to a score.
-    target = rng.choice(returns) if returns and rng.random() < 0.5 else rng.choice(exprs)
-    names = _variables(fn, target)
+    return rng.choice(returns) if returns and rng.random() < 0.5 else rng.choice(exprs)
+
+
+def _term(fn: ast.FunctionDef, rng: random.Random) -> None:
+    target = _target(fn, rng)
+    names = [] if target is None else _variables(fn, target)
     if not names:
         return
     v, w = _features(names, rng)
     t = _round(10 ** rng.uniform(-1, 2))
     shape = rng.choices(list(TERMS), weights=list(TERMS.values()))[0].format(v=v, w=w, t=t)
+    _join(fn, target, shape, names, rng)
+
+
+def _join(fn: ast.FunctionDef, target: ast.expr, term: str, names: list[str], rng: random.Random) -> None:
+    """Replace ``target`` by a JOINS form of it and ``term`` (source), with a random weight."""
     c = _round(rng.choice((-1, 1)) * 10 ** rng.uniform(-2, 1.5))
-    new = ast.parse(rng.choices(list(JOINS), weights=list(JOINS.values()))[0].format(c=c, w=rng.choice(names), f=shape), mode="eval").body
+    join = rng.choices(list(JOINS), weights=list(JOINS.values()))[0]
+    new = ast.parse(join.format(c=c, w=rng.choice(names), f=term), mode="eval").body
     # Every join holds __e__ as the left operand of its top BinOp.
     new.left = copy.deepcopy(target)
     _replace(fn, target, new)
