@@ -129,10 +129,11 @@ class RunConfig:
     problem_options: dict = knob({}, "problem constructor options, e.g. '{distribution: or}' (YAML)")
     out: str | None = knob(None, "run directory (default: runs/<problem>-<time>)")
     quiet: bool = knob(False, "no progress line")
-    edit_formats: dict = knob({"full": 1.0}, "mix of edit formats asked of LLM samplers, as weights: full (function "
+    edit_formats: dict = knob({"full": 1.0}, "mix of edit formats asked of the sampler, as weights: full (function "
                                              "rewrite), diff (SEARCH/REPLACE), crossover (two parents), fix (repair a "
                                              "failed program), e.g. '{full: 0.5, diff: 0.3, crossover: 0.1, fix: 0.1}'; formats a "
-                                             "sampler cannot do are left out for it (mutate: full only; local: no diff)")
+                                             "sampler cannot do are left out for it (mutate: no diff or fix; local: no "
+                                             "diff)")
     samples_per_prompt: int = knob(1, "samples drawn from each prompt, each with its own seed (FunSearch draws "
                                       "several; a prompt cache then reuses the whole prompt)", minimum=1)
     edit_retries: int = knob(1, "times a rejected edit (outside the EVOLVE-BLOCKs, SEARCH text not found) is asked "

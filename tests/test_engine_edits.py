@@ -229,6 +229,18 @@ def test_fix_mode_repairs_a_failed_program_of_the_island_and_children_see_the_ch
     assert seed_child.change == "divide by the item" and seed_child.error and "boom" in seed_child.error
 
 
+def test_every_sample_of_a_crossover_prompt_is_told_its_format_the_shared_ones_too(tmp_path):
+    # The second sample of each prompt is rebuilt from the store (as after a restart): it must still
+    # say "crossover", or an LLM-free sampler would answer it with a plain mutation.
+    answers = [f"def priority(item, bins):\n    return {body}\n" for body in (
+        "bins - item", "-np.arange(len(bins))", "np.arange(len(bins))", "-np.abs(bins - 2 * item)", "bins", "-bins")]
+    sampler = Scripted(answers)
+    engine, store = run(tmp_path, sampler, samples=6, edit_formats={"crossover": 1.0}, samples_per_prompt=2)
+    assert [p.edit_format for p in sampler.prompts] == ["crossover"] * 6
+    assert [store.get(i)["edit_format"] for i in range(1, 7)] == ["crossover"] * 6
+    assert {len(store.get(i)["parents"]) for i in range(1, 7)} == {1, 2}  # a mate from another cell, once there is one
+
+
 def test_insights_are_made_every_interval_and_shown_in_later_prompts(tmp_path):
     full = "def priority(item, bins):\n    # Change: scale\n    return -(bins - item) * {}\n"
     insight = "Lessons:\n- Scaling the gap changes nothing.\n- Try a threshold on small gaps."
