@@ -43,6 +43,9 @@ x axis can be either). ``--curve`` adds, per run, the held-out excess (bin packi
 ``excess_pct``; tsp: ``gap_pct``) of the best-so-far program (by training score) after
 each checkpoint of samples, evaluated in the sandbox like the final report.
 
+Per run it also reports the sampler's children by edit format (``children``): how many were novel,
+entered an empty cell, improved a cell, and their median step in behaviour from the parent they edit.
+
 Reported per arm over the seeds: median and spread (min..max) of the best program's
 held-out (test split) score, of its gain over the seed program on the same held-out
 instances (each seed draws its own instances), and of the QD score of everything the run found: every
@@ -61,6 +64,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import statistics
@@ -126,6 +130,33 @@ def qd_score(db: Path, axes, offset: float) -> tuple[float, int]:
     return float(grid.stats.qd_score), len(grid)
 
 
+def children(db: Path, axes) -> dict:
+    """Per edit format, what the sampler's children did: samples, novel (ran, and no functional
+    duplicate), entered an empty cell of their island, improved a cell, and the median step in
+    behaviour from the parent they edit (Euclidean, each problem axis scaled to [0, 1]; novel ones)."""
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT id, parents, descriptors, status, cache_hit, archive, edit_format, sampler "
+                       "FROM programs").fetchall()
+    con.close()
+    desc = {pid: json.loads(d) for pid, _, d, *_ in rows if d}
+    out: dict = {}
+    for pid, parents, _, status, hit, archive, edit_format, sampler in rows:
+        if sampler in ("seed", "tune"):
+            continue
+        k = out.setdefault(edit_format, {"samples": 0, "novel": 0, "new_cell": 0, "improved": 0, "steps": []})
+        k["samples"] += 1
+        k["new_cell"] += archive == "new"
+        k["improved"] += archive == "improve"
+        if status == "ok" and hit is None:
+            k["novel"] += 1
+            a, b = desc[pid], desc[json.loads(parents)[-1]]
+            k["steps"].append(math.sqrt(sum(((a[d.name] - b[d.name]) / (d.high - d.low)) ** 2 for d in axes)))
+    for k in out.values():
+        steps = k.pop("steps")
+        k["step_median"] = statistics.median(steps) if steps else None
+    return out
+
+
 def run_one(arm: str, seed: int, args, out: Path) -> dict:
     from evosearch.engine import SIZE
     from evosearch.problem import load_problem
@@ -174,7 +205,8 @@ def run_one(arm: str, seed: int, args, out: Path) -> dict:
            "best_test_metric": (summary["best"].get("test_metrics") or {}).get(metric),
            "seed_test_metric": (summary["seed"].get("test_metrics") or {}).get(metric), "qd_score": qd,
            "cells": cells, "archipelago_qd": sum(s["qd_score"] for s in summary["islands"]["final"]),
-           "outcomes": summary["outcomes"], "wall_s": wall}
+           "outcomes": summary["outcomes"], "children": children(run_dir / "evosearch.db", problem_cls.descriptors),
+           "wall_s": wall}
     if args.curve and metric:
         row["curve"] = curve(run_dir, args, seed, metric)
     return row
@@ -342,6 +374,10 @@ def main() -> None:
             print(f"{arm:10} seed {seed}: best test {r['best_test']:.4f} (seed {r['seed_test']:.4f})  "
                   f"held-out {r['best_test_metric']}  QD {r['qd_score']:.3f} over {r['cells']} cells  "
                   f"{r['samples']} samples, {r['evaluations']} evaluations  {r['wall_s'] or 0:.0f}s", flush=True)
+            for edit_format, k in sorted((r.get("children") or {}).items()):
+                n = k["samples"]
+                print(f"    {edit_format} children: {n}, novel {k['novel'] / n:.0%}, new cell {k['new_cell'] / n:.0%}, "
+                      f"improved a cell {k['improved'] / n:.0%}, median step from the parent {k['step_median']:.3f}")
     print(f"\n{args.problem}, mutate sampler, {args.samples} samples per run, seeds {args.seeds}, "
           f"problem options {args.problem_options}, held-out options {args.held_out_options}, data dir {args.data_dir}")
     print(f"{'arm':15} {'best held-out score: median [min .. max]':>44} {'held-out gain over the seed':>38}"
