@@ -150,7 +150,7 @@ def crossed(best, mate, seed, edit_format="crossover"):
 def test_crossover_grafts_the_mates_subexpressions_into_the_best_parent():
     assert SKELETON.count("return -(bins - item)") == 1  # the replacements above took
     texts = [crossed(BEST, MATE, s) for s in range(100)]
-    assert texts == [crossed(BEST, MATE, s) for s in range(100)]  # deterministic in the seed
+    assert texts == [crossover(BEST, MATE, s) for s in range(100)]  # the sampler's answer, deterministic in the seed
     assert texts != [crossed(BEST, MATE, s, "full") for s in range(100)]  # a full prompt mutates instead
     mate_only = {ast.unparse(e) for e in ast.walk(ast.parse(evolvable_functions(MATE)["priority"]))
                  if isinstance(e, ast.expr)} - {ast.unparse(e) for e in ast.walk(ast.parse(
