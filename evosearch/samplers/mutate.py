@@ -109,8 +109,8 @@ def crossover(recipient: str, donor: str, seed: int) -> str:
     for _ in range(MAX_TRIES if shared else 0):
         name = rng.choice(shared)
         fn, mate = copy.deepcopy(trees[name]), mates[name]
-        local = set(_variables(mate, mate.body[0])) | {n.id for n in ast.walk(mate)  # arguments, assigned names
-                                                       if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        local = set(_arguments(mate)) | {n.id for n in ast.walk(mate)
+                                         if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         target = _target(fn, rng)
         if target is None:
             break
@@ -122,7 +122,7 @@ def crossover(recipient: str, donor: str, seed: int) -> str:
         if not grafts:
             continue
         graft = copy.deepcopy(rng.choice(grafts))
-        if rng.random() < 0.5:
+        if rng.random() < 0.5 or not scope:  # a join weighs the term by a variable in scope
             _replace(fn, target, graft)
         else:
             _join(fn, target, f"({ast.unparse(graft)})", sorted(scope), rng)
@@ -227,9 +227,13 @@ def _bodies(fn: ast.FunctionDef) -> list[list[ast.stmt]]:
             if isinstance(body := getattr(node, field, None), list) and body and isinstance(body[0], ast.stmt)]
 
 
+def _arguments(fn: ast.FunctionDef) -> list[str]:
+    return [a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs if a.arg not in ("self", "cls")]
+
+
 def _variables(fn: ast.FunctionDef, at: ast.AST) -> list[str]:
     """Arguments and names assigned by top-level statements before the one holding ``at``."""
-    names = [a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs if a.arg not in ("self", "cls")]
+    names = _arguments(fn)
     for stmt in fn.body:
         if any(node is at for node in ast.walk(stmt)):
             break
