@@ -168,6 +168,19 @@ def test_crossover_grafts_the_mates_subexpressions_into_the_best_parent():
     assert grafted > 30  # np.sqrt(np.abs(...)) carried over, in place of a subexpression or as a new term
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32), st.integers(min_value=1, max_value=6))
+def test_crossover_of_any_two_lineages_compiles_and_stays_inside_the_blocks(seed, generations):
+    # Two programs grown apart by mutation (loops, branches, helpers in RICH), then crossed.
+    a, b = RICH, RICH
+    for g in range(generations):
+        a = replace_functions(a, extract_functions(mutate(a, seed + g), NAMES, program=a))
+        b = replace_functions(b, extract_functions(mutate(b, seed + 100 + g), NAMES, program=b))
+    child = replace_functions(a, extract_functions(crossover(a, b, seed), NAMES, program=a))
+    compile(child, "<child>", "exec")
+    assert outside_blocks(child) == outside_blocks(RICH) and child != a
+
+
 def test_crossover_with_nothing_to_graft_mutates_the_best_parent():
     # The mate holds nothing the best lacks (and one parent only): a plain mutation of the best.
     assert crossed(BEST, SKELETON, 3) == mutate(BEST, 3)
