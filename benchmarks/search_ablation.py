@@ -375,9 +375,10 @@ def main() -> None:
                   f"held-out {r['best_test_metric']}  QD {r['qd_score']:.3f} over {r['cells']} cells  "
                   f"{r['samples']} samples, {r['evaluations']} evaluations  {r['wall_s'] or 0:.0f}s", flush=True)
             for edit_format, k in sorted((r.get("children") or {}).items()):
-                n = k["samples"]
+                n, step = k["samples"], k["step_median"]
                 print(f"    {edit_format} children: {n}, novel {k['novel'] / n:.0%}, new cell {k['new_cell'] / n:.0%}, "
-                      f"improved a cell {k['improved'] / n:.0%}, median step from the parent {k['step_median']:.3f}")
+                      f"improved a cell {k['improved'] / n:.0%}, median step from the parent "
+                      f"{'-' if step is None else f'{step:.3f}'}")
     print(f"\n{args.problem}, mutate sampler, {args.samples} samples per run, seeds {args.seeds}, "
           f"problem options {args.problem_options}, held-out options {args.held_out_options}, data dir {args.data_dir}")
     print(f"{'arm':15} {'best held-out score: median [min .. max]':>44} {'held-out gain over the seed':>38}"
