@@ -115,17 +115,18 @@ def crossover(recipient: str, donor: str, seed: int) -> str:
         if target is None:
             break
         own = {ast.unparse(e) for e in _expressions(fn)}  # what the recipient has already
-        scope = set(_variables(fn, target))
+        names = _variables(fn, target)
+        scope, features = set(names), _features_of(fn, names)
         grafts = [e for e in _expressions(mate) if not isinstance(e, (ast.Constant, ast.Name))
                   and ast.unparse(e) not in own
                   and {n.id for n in ast.walk(e) if isinstance(n, ast.Name)} & local <= scope]
         if not grafts:
             continue
         graft = copy.deepcopy(rng.choice(grafts))
-        if rng.random() < 0.5 or not scope:  # a join weighs the term by a variable in scope
+        if rng.random() < 0.5 or not features:  # a join weighs the term by a feature in scope
             _replace(fn, target, graft)
         else:
-            _join(fn, target, f"({ast.unparse(graft)})", sorted(scope), rng)
+            _join(fn, target, f"({ast.unparse(graft)})", sorted(features), rng)
         if ast.unparse(fn) == ast.unparse(mate):
             continue  # the mate itself: a known program
         if (answer := _answer({**trees, name: fn}, original)) is not None:
@@ -202,24 +203,35 @@ def _number(value: float | int) -> ast.expr:
 
 
 def _expressions(fn: ast.FunctionDef) -> list[ast.expr]:
-    """Value expressions that may grow: inside return values and assigned values, not call targets or indices."""
+    """Value expressions that may grow: inside return values and assigned values, not call targets.
+    An indexing (``distances[current, unvisited]``) is one value: its container and its index
+    are structure, and a term grown there would change which entries are read, not their value."""
     parents = _parents(fn)
     roots = [n.value for n in ast.walk(fn)
              if isinstance(n, (ast.Return, ast.Assign, ast.AugAssign, ast.AnnAssign)) and n.value is not None]
     out = []
     for root in roots:
-        for node in ast.walk(root):
-            if not isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Constant, ast.Compare)):
+        for node in _walk_values(root):
+            if not isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Constant, ast.Compare,
+                                     ast.Subscript)):
                 continue
             parent = parents.get(node)
             if isinstance(node, ast.Constant) and not type(node.value) in (int, float):
                 continue
-            if isinstance(parent, ast.Call) and node is parent.func or isinstance(parent, ast.Attribute):
-                continue
-            if isinstance(parent, (ast.Subscript, ast.Slice, ast.keyword)) and node is not getattr(parent, "value", None):
+            if isinstance(parent, ast.Call) and node is parent.func or isinstance(parent, (ast.Attribute, ast.keyword)):
                 continue
             out.append(node)
     return out
+
+
+def _walk_values(root: ast.AST):
+    """``ast.walk`` that does not enter an indexing."""
+    todo = [root]
+    while todo:
+        node = todo.pop(0)
+        yield node
+        if not isinstance(node, ast.Subscript):
+            todo.extend(ast.iter_child_nodes(node))
 
 
 def _bodies(fn: ast.FunctionDef) -> list[list[ast.stmt]]:
@@ -241,6 +253,35 @@ def _variables(fn: ast.FunctionDef, at: ast.AST) -> list[str]:
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id not in names:
                 names.append(node.id)
     return names
+
+
+def _features_of(fn: ast.FunctionDef, names: list[str]) -> list[str]:
+    """The ``names`` that may enter arithmetic: those ``fn`` reads as values, and its own unread
+    variables (the seed's offered features), not those it reads only as an index
+    (``distances[current, unvisited]``'s ``current``), a container or an object (``distances``,
+    ``task.goals``' ``task``), nor arguments it no longer reads (a dropped statement was their
+    only use). City indices carry no meaning a heuristic should learn: a term in them fits the
+    training instances' numbering, not their geometry; a matrix in a term breaks the shape.
+    A function with no such name at all (a constant seed) offers all of its names."""
+    parents, arguments = _parents(fn), set(_arguments(fn))
+    plain, structural = set(), set()
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            (structural if _structural(node, parents) else plain).add(node.id)
+    stored = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    features = plain | (stored - structural - arguments)
+    return [n for n in names if n in features] if features else names
+
+
+def _structural(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    parent = parents.get(node)
+    if isinstance(parent, (ast.Subscript, ast.Attribute)) and node is parent.value:
+        return True  # a container or an object
+    while parent is not None:  # anywhere inside an index
+        if isinstance(parent, ast.Subscript) and node is not parent.value:
+            return True
+        node, parent = parent, parents.get(parent)
+    return False
 
 
 def _replace(fn: ast.AST, old: ast.AST, new: ast.AST) -> None:
@@ -351,7 +392,7 @@ def _target(fn: ast.FunctionDef, rng: random.Random) -> ast.expr | None:
 
 def _term(fn: ast.FunctionDef, rng: random.Random) -> None:
     target = _target(fn, rng)
-    names = [] if target is None else _variables(fn, target)
+    names = [] if target is None else _features_of(fn, _variables(fn, target))
     if not names:
         return
     v, w = _features(names, rng)
