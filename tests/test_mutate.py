@@ -188,6 +188,50 @@ def test_crossover_with_nothing_to_graft_mutates_the_best_parent():
         == mutate(BEST, 3)
 
 
+def read_as_values(code):
+    """Names the functions' bodies read outside any indexing and not as an object (``x.attr``)."""
+    names, todo = set(), [stmt for fn in ast.parse(code).body for stmt in fn.body]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Subscript):
+            continue
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            names.add(node.id)
+        todo.extend(ast.iter_child_nodes(node))
+    return names
+
+
+@pytest.mark.parametrize("problem, structural", [
+    ("tsp", {"current", "start", "unvisited", "distances"}),  # city indices and the distance matrix
+    ("symbolic_regression", {"params"}),  # read as params[0], params[1], ...
+])
+def test_lineages_never_read_an_index_or_a_container_as_a_feature(problem, structural):
+    # Before, a fifth of the TSP lineages' terms read `start * ...` or `unvisited / current`: terms in
+    # the instances' numbering, which overfit the training cities. Each generation mutates or crosses
+    # two members of a growing pool (so a name whose only use was dropped is caught too).
+    skeleton = load_problem(problem).skeleton
+    (name,) = evolvable_functions(skeleton)
+    pool, fed = [skeleton], 0
+    for seed in range(400):
+        best, mate = pool[seed % len(pool)], pool[(seed * 7) % len(pool)]
+        text = crossover(best, mate, seed) if seed % 4 == 0 else mutate(best, seed)
+        child = replace_functions(best, extract_functions(text, [name], program=best))
+        assert not read_as_values(evolvable_functions(child)[name]) & structural, (seed, text)
+        fed += bool(read_as_values(text) - structural - {"np"})
+        if read_as_values(text) - {"np"}:  # a function reading nothing offers all names (the next test)
+            pool.append(child)
+    assert fed > 300  # terms still grow, from the features the program computes
+
+
+def test_a_constant_seed_offers_all_of_its_names():
+    # cap_set's seed returns 0.0: no name is read, so every argument may start a term.
+    skeleton = load_problem("cap_set").skeleton
+    read = set().union(*(read_as_values(mutate(skeleton, s)) for s in range(200)))
+    assert {"el", "n"} <= read
+
+
 def test_needs_a_parent_with_evolvable_code():
     with pytest.raises(SamplerError, match="needs a parent"):
         asyncio.run(MutateSampler().sample(Prompt("", "", [], ["priority"], 0)))

@@ -109,6 +109,7 @@ def crossover(recipient: str, donor: str, seed: int) -> str:
     for _ in range(MAX_TRIES if shared else 0):
         name = rng.choice(shared)
         fn, mate = copy.deepcopy(trees[name]), mates[name]
+        mate_parents = _parents(mate)
         local = set(_arguments(mate)) | {n.id for n in ast.walk(mate)
                                          if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         target = _target(fn, rng)
@@ -117,9 +118,11 @@ def crossover(recipient: str, donor: str, seed: int) -> str:
         own = {ast.unparse(e) for e in _expressions(fn)}  # what the recipient has already
         names = _variables(fn, target)
         scope, features = set(names), _features_of(fn, names)
+        # A graft reads only names in scope, and as values only the recipient's features: an index
+        # term of the mate (``start / unvisited``) must not spread from cell to cell.
         grafts = [e for e in _expressions(mate) if not isinstance(e, (ast.Constant, ast.Name))
                   and ast.unparse(e) not in own
-                  and {n.id for n in ast.walk(e) if isinstance(n, ast.Name)} & local <= scope]
+                  and _names(e) & local <= scope and _names(e, mate_parents) & local <= set(features)]
         if not grafts:
             continue
         graft = copy.deepcopy(rng.choice(grafts))
@@ -256,21 +259,31 @@ def _variables(fn: ast.FunctionDef, at: ast.AST) -> list[str]:
 
 
 def _features_of(fn: ast.FunctionDef, names: list[str]) -> list[str]:
-    """The ``names`` that may enter arithmetic: those ``fn`` reads as values, and its own unread
-    variables (the seed's offered features), not those it reads only as an index
+    """What a new term may read, of the ``names`` in scope: those ``fn`` reads as values, and its own
+    unread variables (the seed's offered features), not those it reads only as an index
     (``distances[current, unvisited]``'s ``current``), a container or an object (``distances``,
     ``task.goals``' ``task``), nor arguments it no longer reads (a dropped statement was their
     only use). City indices carry no meaning a heuristic should learn: a term in them fits the
     training instances' numbering, not their geometry; a matrix in a term breaks the shape.
-    A function with no such name at all (a constant seed) offers all of its names."""
-    parents, arguments = _parents(fn), set(_arguments(fn))
+    A function that reads values only through indexings offers those indexings; one that reads
+    nothing (a constant seed) offers all of its names."""
+    parents, arguments, scope = _parents(fn), set(_arguments(fn)), set(names)
+    body = [node for stmt in fn.body for node in ast.walk(stmt)]  # not the annotations
     plain, structural = set(), set()
-    for node in ast.walk(fn):
+    for node in body:
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
             (structural if _structural(node, parents) else plain).add(node.id)
-    stored = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    features = plain | (stored - structural - arguments)
-    return [n for n in names if n in features] if features else names
+    stored = {n.id for n in body if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    features = plain & (arguments | stored) | stored - structural - arguments
+    if features:
+        return [n for n in names if n in features]
+    indexings = sorted({ast.unparse(n) for n in body if isinstance(n, ast.Subscript) and _names(n) <= scope | {"np"}})
+    return indexings or (names if not structural else [])
+
+
+def _names(e: ast.AST, parents: dict[ast.AST, ast.AST] | None = None) -> set[str]:
+    """The names ``e`` reads; given its tree's ``parents``, only those it reads as values."""
+    return {n.id for n in ast.walk(e) if isinstance(n, ast.Name) and not (parents and _structural(n, parents))}
 
 
 def _structural(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
