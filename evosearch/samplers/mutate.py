@@ -10,7 +10,8 @@ a search in its own right. Operators, as in genetic programming:
 * ``drop``: delete a statement;
 * ``duplicate``: repeat a statement;
 * ``term``: grow an expression ``e`` into ``e + c * f(v)`` or ``e * (1 + c * f(v))``, where ``v``
-  is a variable in scope or a difference/ratio of two, and ``f`` a small set of shapes
+  is a feature in scope (a variable the function reads as a value, never one it reads only as an
+  index, container or object) or a difference/ratio of two, and ``f`` a small set of shapes
   (identity, square, root, log, decaying exponential, threshold ``v < t``, ...).
 
 Each sample applies one to three operators and returns the changed functions'
@@ -100,8 +101,8 @@ def crossover(recipient: str, donor: str, seed: int) -> str:
     """Source of ``recipient``'s evolvable functions with one subexpression of ``donor``'s same-named
     function grafted in: replacing a subexpression, or joined to it as a term, as ``_term`` joins its
     shapes. Grafts are compound subexpressions the recipient does not hold, whose local names are
-    all in scope at the graft site. With nothing to graft (no shared function, no such subexpression)
-    it mutates the recipient."""
+    all in scope at the graft site and read as values only the recipient's features. With nothing
+    to graft (no shared function, no such subexpression) it mutates the recipient."""
     trees, mates = _trees(recipient), _trees(donor)
     rng = random.Random(seed)
     original = {name: ast.unparse(tree) for name, tree in trees.items()}
