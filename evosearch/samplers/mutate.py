@@ -27,6 +27,7 @@ differ, which is a longer step in behaviour.
 from __future__ import annotations
 
 import ast
+import collections
 import copy
 import math
 import random
@@ -230,9 +231,9 @@ def _expressions(fn: ast.FunctionDef) -> list[ast.expr]:
 
 def _walk_values(root: ast.AST):
     """``ast.walk`` that does not enter an indexing."""
-    todo = [root]
+    todo = collections.deque([root])
     while todo:
-        node = todo.pop(0)
+        node = todo.popleft()
         yield node
         if not isinstance(node, ast.Subscript):
             todo.extend(ast.iter_child_nodes(node))
@@ -275,7 +276,7 @@ def _features_of(fn: ast.FunctionDef, names: list[str]) -> list[str]:
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
             (structural if _structural(node, parents) else plain).add(node.id)
     stored = {n.id for n in body if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    features = plain & (arguments | stored) | stored - structural - arguments
+    features = (plain & (arguments | stored)) | (stored - structural - arguments)
     if features:
         return [n for n in names if n in features]
     indexings = sorted({ast.unparse(n) for n in body if isinstance(n, ast.Subscript) and _names(n) <= scope | {"np"}})
@@ -288,6 +289,7 @@ def _names(e: ast.AST, parents: dict[ast.AST, ast.AST] | None = None) -> set[str
 
 
 def _structural(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """Whether a name is read as a container, an object or (at any depth) an index, not as a value."""
     parent = parents.get(node)
     if isinstance(parent, (ast.Subscript, ast.Attribute)) and node is parent.value:
         return True  # a container or an object
