@@ -24,7 +24,9 @@ actor. Ray runs one caller's calls on an actor in the order they were sent, so a
 parent selection still sees the insert; the insert's answer (the archive result) is
 collected later, in batches (``RayArchipelago.settle``). Journaled calls carry their
 position in the journal, so a call that reaches an actor already restored past it is
-not applied twice.
+not applied twice; an insert whose actor died before answering gets the answer its
+replay gave (a restore returns what each replayed call returned), so the store records
+the same archive result as a run where nothing died.
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ class IslandActor:
         self.args = (descriptors, qd_score_offset, dict(options or {}))
         self.island = new_island(descriptors, qd_score_offset, **self.args[2])
         self.applied = 0  # journaled calls applied so far
+        self.replayed: dict[int, object] = {}  # position -> what the last restore's replay of that call returned
         with warnings.catch_warnings():  # Ray's own use of a deprecated API inside this call
             warnings.simplefilter("ignore")
             # A restarted actor starts empty: it must be restored before serving calls.
@@ -77,7 +80,7 @@ class IslandActor:
             raise IslandLost("island actor restarted; restore it first")
         if position is not None:
             if position < self.applied:
-                return None, []  # applied by a restore already
+                return self.replayed.get(position), []  # applied by a restore already: its answer then
             self.applied = position + 1
         attr = getattr(self.island, method)
         result = attr(*args, **kwargs) if callable(attr) else attr
@@ -92,14 +95,16 @@ class IslandActor:
     def snapshot(self) -> bytes:
         return pickle.dumps(self.island)
 
-    def restore(self, snapshot: bytes | None, journal: list, base: int = 0) -> None:
-        """The island as of ``snapshot`` (taken after ``base`` journaled calls) plus the calls since."""
+    def restore(self, snapshot: bytes | None, journal: list, base: int = 0) -> dict[int, object]:
+        """The island as of ``snapshot`` (taken after ``base`` journaled calls) plus the calls since;
+        returns what each replayed call returned, by journal position."""
         d, offset, options = self.args
         self.island = pickle.loads(snapshot) if snapshot is not None else new_island(d, offset, **options)
-        for method, args, kwargs in journal:
-            getattr(self.island, method)(*pickle.loads(args), **pickle.loads(kwargs))
+        self.replayed = {base + n: getattr(self.island, method)(*pickle.loads(args), **pickle.loads(kwargs))
+                         for n, (method, args, kwargs) in enumerate(journal)}
         self.applied = base + len(journal)
         self.lost = False
+        return self.replayed
 
     def pid(self) -> int:
         return os.getpid()
@@ -119,6 +124,7 @@ class IslandProxy:
         self._journal: list[tuple[str, bytes, bytes]] = []
         self._emigrants: list[Elite] | None = None  # set by RayArchipelago.migrate, read once by elites()
         self.restores = 0
+        self._replayed: dict[int, object] = {}  # answers of calls the actor died before answering, by position
         self._cls: type | None = None  # the hosted island's class, asked for on first use
 
     # -- fault tolerance -------------------------------------------------------------
@@ -138,8 +144,8 @@ class IslandProxy:
     def _restore(self, deadline: float) -> None:
         while True:
             try:
-                ray.get(self.actor.restore.remote(self._snapshot, self._journal, self._base),
-                        timeout=max(1.0, deadline - time.monotonic()))
+                self._replayed.update(ray.get(self.actor.restore.remote(self._snapshot, self._journal, self._base),
+                                              timeout=max(1.0, deadline - time.monotonic())))
                 self.restores += 1
                 return
             except (RayActorError, GetTimeoutError):
@@ -165,13 +171,20 @@ class IslandProxy:
             self._base += len(self._journal)
             self._journal = []
 
-    def submit(self, method: str, *args, **kwargs) -> "ray.ObjectRef":
-        """Send a changing call without waiting for it (no generator arguments); its reply
-        ``(result, [])`` comes with the returned ref. Journaled at once: a restore includes it."""
+    def submit(self, method: str, *args, **kwargs) -> "Pending":
+        """Send a changing call without waiting for it (no generator arguments); ``Pending.result()``
+        reads its answer. Journaled at once: a restore includes it."""
         entry = (method, pickle.dumps(args), pickle.dumps(kwargs))
-        ref = self.actor.call.remote(method, args, kwargs, self._base + len(self._journal))
+        position = self._base + len(self._journal)
+        pending = Pending(self, position, self.actor.call.remote(method, args, kwargs, position))
         self._journaled(entry)
-        return ref
+        return pending
+
+    def replayed(self, position: int):
+        """The answer of the journaled call at ``position`` whose actor died before answering: once the
+        actor is restored (waited for here), the one its replay gave. Read once."""
+        self._get(lambda: self.actor.call.remote("__len__", (), {}))  # restores a lost actor
+        return self._replayed.pop(position)
 
     # -- the island's interface --------------------------------------------------------
     def __getattr__(self, name: str):
@@ -206,12 +219,20 @@ class IslandProxy:
 
 
 class Pending:
-    """An insert sent to an island actor, its archive result not read yet."""
+    """A call sent to an island actor (an insert: its archive result), its answer not read yet."""
 
-    __slots__ = ("ref",)
+    __slots__ = ("island", "position", "ref")
 
-    def __init__(self, ref):
-        self.ref = ref
+    def __init__(self, island: IslandProxy, position: int, ref: "ray.ObjectRef"):
+        self.island, self.position, self.ref = island, position, ref
+
+    def result(self):
+        try:
+            return ray.get(self.ref)[0]
+        except (RayActorError, IslandLost):  # died before answering: the restore replayed it from the journal
+            return self.island.replayed(self.position)
+        except ray.exceptions.RayTaskError as e:  # the island's own error, as it would be raised locally
+            raise e.cause from None
 
 
 class RayArchipelago(Archipelago):
@@ -237,7 +258,7 @@ class RayArchipelago(Archipelago):
         if epoch is not None and epoch != self.epochs[island]:
             return super().add(island, program_id, score, descriptors, epoch, parents)
         extra = ([int(p) for p in parents],) if parents else ()
-        return Pending(self._island(island).submit("add", program_id, score, descriptors, *extra))
+        return self._island(island).submit("add", program_id, score, descriptors, *extra)
 
     def record_child(self, island: int, parent_ids) -> None:
         self._island(island).submit("record_child", [int(p) for p in parent_ids])
@@ -248,22 +269,13 @@ class RayArchipelago(Archipelago):
     @staticmethod
     def settle(pending: list["Pending"], wait: bool = False) -> list:
         """The archive results of those ``pending`` inserts that are answered (all of them with ``wait``),
-        as (pending, result); a result is None where the actor was lost before it answered."""
+        as (pending, result); a lost actor's answer is the one its restore's replay gave."""
         if not pending:
             return []
         refs = [p.ref for p in pending]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=None if wait else 0)
         ready = set(ready)
-        out = []
-        for p in pending:
-            if p.ref in ready:
-                try:
-                    out.append((p, ray.get(p.ref)[0]))
-                except (RayActorError, IslandLost):  # restored from the journal, which holds the insert
-                    out.append((p, None))
-                except ray.exceptions.RayTaskError as e:  # the island's own error, as it would be raised locally
-                    raise e.cause from None
-        return out
+        return [(p, p.result()) for p in pending if p.ref in ready]
 
     def migrate(self, *args, **kwargs) -> list[dict]:
         # Every actor picks its emigrants at once (one round trip in all); Archipelago.migrate
