@@ -24,12 +24,14 @@ sandbox workers, real store), with the same sample budget. Arms:
                 uniform cells; ``curious50``: share 0.5, the others drawn by curiosity.
 * ``islands1``, ``islands2``: the default with one or two islands instead of four (each island's
                 exploiting prompts climb its own best, so four islands split that budget four ways).
-* ``xover25``   the default with a quarter of the prompts asking for a crossover of two parents
-                (the mutate sampler's subtree crossover, the mate from a distant cell).
+* ``xover25``   a quarter of the prompts ask for a crossover of two parents (the mutate sampler's
+                subtree crossover, the mate from a distant cell): the mutate sampler's own default mix.
+                Every other arm asks for function rewrites only (``{full: 1.0}``), as its rows measured
+                before crossover became that default; ``default`` runs the engine's defaults as they are.
 * ``<arm>+tune`` any arm with constant tuning (``--tune-evals`` CMA-ES trials per new best and, after
                 ``--tune-patience`` samples without one, for the best untuned program); arms
                 without the suffix run with tuning off. The engine's default configuration
-                is ``default+tune`` (= ``exploit50+tune``).
+                is ``default+tune`` (= ``xover25+tune``).
 
 A run is a function of (arm, seed, code): the mutate sampler commits in order, so the
 same seed gives the same programs whatever the machine's load or ``--workers``.
@@ -101,6 +103,7 @@ ARMS = {
     # distant cell's elite into the other parent (braces doubled: these strings go through format).
     "xover25": ["--edit-formats", "{{full: 0.75, crossover: 0.25}}"],
 }
+REWRITES_ONLY = ["--edit-formats", "{full: 1.0}"]
 DEFAULT_ARMS = ["default", "funsearch", "eps", "random"]
 TUNE = "+tune"  # suffix: the arm with constant tuning
 CURVE_METRIC = {"bin_packing": "excess_pct", "tsp": "gap_pct"}
@@ -112,6 +115,8 @@ def arm_args(arm: str, args) -> list[str]:
     if base not in ARMS:
         raise SystemExit(f"unknown arm {arm!r} (known: {', '.join(ARMS)}, each also with {TUNE})")
     extra = [a.format(reset=max(1, args.samples // 4)) for a in ARMS[base]]
+    if base not in ("default", "xover25"):
+        extra += REWRITES_ONLY
     return extra + ["--tune-evals", str(args.tune_evals if tuned else 0),
                     "--tune-patience", str(args.tune_patience)]
 

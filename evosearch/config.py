@@ -129,11 +129,12 @@ class RunConfig:
     problem_options: dict = knob({}, "problem constructor options, e.g. '{distribution: or}' (YAML)")
     out: str | None = knob(None, "run directory (default: runs/<problem>-<time>)")
     quiet: bool = knob(False, "no progress line")
-    edit_formats: dict = knob({"full": 1.0}, "mix of edit formats asked of the sampler, as weights: full (function "
-                                             "rewrite), diff (SEARCH/REPLACE), crossover (two parents), fix (repair a "
-                                             "failed program), e.g. '{full: 0.5, diff: 0.3, crossover: 0.1, fix: 0.1}'; formats a "
-                                             "sampler cannot do are left out for it (mutate: no diff or fix; local: no "
-                                             "diff)")
+    edit_formats: dict | None = knob(None, "mix of edit formats asked of the sampler, as weights: full (function "
+                                           "rewrite), diff (SEARCH/REPLACE), crossover (two parents), fix (repair a "
+                                           "failed program), e.g. '{full: 0.5, diff: 0.3, crossover: 0.1, fix: 0.1}'; "
+                                           "formats a sampler cannot do are left out for it (mutate: no diff or fix; "
+                                           "local: no diff) (default: the sampler's own: {full: 0.75, crossover: 0.25} "
+                                           "for mutate, {full: 1.0} for the others)")
     samples_per_prompt: int = knob(1, "samples drawn from each prompt, each with its own seed (FunSearch draws "
                                       "several; a prompt cache then reuses the whole prompt)", minimum=1)
     edit_retries: int = knob(1, "times a rejected edit (outside the EVOLVE-BLOCKs, SEARCH text not found) is asked "
@@ -200,7 +201,8 @@ class RunConfig:
             parse_prices(self.prices)
         except ValueError as e:
             raise ConfigError(f"config 'prices': {e}") from None
-        _check_edit_formats(self.edit_formats)
+        if self.edit_formats is not None:
+            _check_edit_formats(self.edit_formats)
         _check_models(self.models)
         return self
 

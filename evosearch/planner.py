@@ -180,7 +180,7 @@ class Planner:
     def _choose_format(self, i: int, arm: str) -> str:
         sampler = self.sampler.arm_sampler(arm) if arm else self.sampler
         supported = sampler.edit_formats
-        mix = {f: w for f, w in self.config.edit_formats.items() if f in supported and w > 0}
+        mix = {f: w for f, w in (self.config.edit_formats or sampler.edit_mix).items() if f in supported and w > 0}
         if not mix:
             return "full"
         if len(mix) == 1:

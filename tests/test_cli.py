@@ -45,7 +45,8 @@ def test_run_help_says_each_default_once():
         assert flag.count("(default") <= 1, flag
     assert "(default: 100)" in next(f for f in flags if f.startswith("--samples "))
     assert "(default: the embedded model)" in next(f for f in flags if f.startswith("--model "))
-    assert "(default: {full: 1.0})" in next(f for f in flags if f.startswith("--edit-formats "))
+    assert "(default: the sampler's own: {full: 0.75, crossover: 0.25} for mutate, {full: 1.0} for the others)" \
+        in " ".join(next(f for f in flags if f.startswith("--edit-formats ")).split())
 
 
 def test_a_mistyped_problem_is_named_before_the_engine_loads(tmp_path):

@@ -94,10 +94,14 @@ def test_each_prompt_records_whether_it_exploited_and_the_summary_says_how_each_
     db = sqlite3.connect(mutate_run / "evosearch.db")
     kinds = db.execute("SELECT sampler, exploit, status, score FROM programs WHERE commit_seq IS NOT NULL "
                        "ORDER BY commit_seq").fetchall()
+    formats = dict(db.execute("SELECT id, edit_format FROM programs WHERE sampler = 'mutate'").fetchall())
+    exploits = dict(db.execute("SELECT id, exploit FROM programs WHERE sampler = 'mutate'").fetchall())
     db.close()
-    # The default selection (exploit, share 0.5): every sampled prompt is one kind or the other; a tuning
-    # trial drew no parents.
-    assert {e for s, e, _, _ in kinds if s == "mutate"} == {0, 1}
+    # The default selection (exploit, share 0.5): every full prompt is one kind or the other; a crossover
+    # (mutate's default mix has a quarter) and a tuning trial draw their parents otherwise.
+    assert set(formats.values()) == {"full", "crossover"}
+    assert {e for i, e in exploits.items() if formats[i] == "full"} == {0, 1}
+    assert all(exploits[i] is None for i, f in formats.items() if f == "crossover")
     assert all(e is None for s, e, _, _ in kinds if s in ("seed", "tune"))
     tally, best = {}, kinds[0][3]
     for _, exploit, status, score in kinds[1:]:

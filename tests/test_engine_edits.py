@@ -241,6 +241,22 @@ def test_every_sample_of_a_crossover_prompt_is_told_its_format_the_shared_ones_t
     assert {len(store.get(i)["parents"]) for i in range(1, 7)} == {1, 2}  # a mate from another cell, once there is one
 
 
+def test_a_sampler_is_asked_its_own_mix_of_formats_unless_the_run_sets_one(tmp_path):
+    class Mixing(Scripted):
+        edit_formats = ("full", "crossover")
+        edit_mix = {"full": 0.5, "crossover": 0.5}
+
+    answer = "def priority(item, bins):\n    return -(bins - item) * {}\n"
+    own = Mixing([answer.format(k) for k in range(2, 22)])
+    (tmp_path / "own").mkdir(), (tmp_path / "told").mkdir()
+    run(tmp_path / "own", own, samples=20)
+    asked = [p.edit_format for p in own.prompts]
+    assert set(asked) == {"full", "crossover"}, asked
+    told = Mixing([answer.format(k) for k in range(2, 22)])
+    run(tmp_path / "told", told, samples=20, edit_formats={"full": 1.0})
+    assert {p.edit_format for p in told.prompts} == {"full"}
+
+
 def test_insights_are_made_every_interval_and_shown_in_later_prompts(tmp_path):
     full = "def priority(item, bins):\n    # Change: scale\n    return -(bins - item) * {}\n"
     insight = "Lessons:\n- Scaling the gap changes nothing.\n- Try a threshold on small gaps."

@@ -34,7 +34,8 @@ class SamplerActor:
     async def check(self) -> dict:
         """Fail fast as the sampler does; returns what the engine reads of a sampler besides sample()."""
         await self.sampler.check()
-        return {"edit_formats": tuple(self.sampler.edit_formats), "llm": self.sampler.llm}
+        return {"edit_formats": tuple(self.sampler.edit_formats), "edit_mix": dict(self.sampler.edit_mix),
+                "llm": self.sampler.llm}
 
     def usage(self) -> dict | None:
         return self.sampler.usage()
@@ -64,7 +65,7 @@ class RaySampler(Sampler):
             options["runtime_env"] = {"env_vars": dict(env_vars)}
         # The sampler's class decides what the engine reads of it (its module loads here only for that).
         cls = sampler_class(name)
-        self.llm, self.edit_formats = cls.llm, cls.edit_formats
+        self.llm, self.edit_formats, self.edit_mix = cls.llm, cls.edit_formats, cls.edit_mix
         self.actors = [SamplerActor.options(**options, **({"name": f"{actor_name}-{k}"} if actor_name else {}))
                        .remote(name, config, dict(kwargs or {})) for k in range(n)]
         self._load = [0] * n
@@ -107,7 +108,8 @@ class RaySampler(Sampler):
             raise SamplerError(f"sampler actor cannot start: {e}") from None
         except ray.exceptions.RayTaskError as e:
             raise (e.cause if isinstance(e.cause, Exception) else SamplerError(str(e))) from None
-        self.edit_formats, self.llm = facts[0]["edit_formats"], facts[0]["llm"]  # as the sampler itself says
+        # as the sampler itself says
+        self.edit_formats, self.edit_mix, self.llm = facts[0]["edit_formats"], facts[0]["edit_mix"], facts[0]["llm"]
 
     def usage(self) -> dict:
         """The sampler's usage (tokens, cost, retries, failures), summed over the actors."""

@@ -63,6 +63,7 @@ class Sampler(abc.ABC):
     ``llm``           a model reads the prompt (False: LLM-free; runs default to ordered commits and
                       insights are the plain digest);
     ``edit_formats``  the formats it can answer (others are left out of the mix for it);
+    ``edit_mix``      the mix of formats a run asks of it when ``--edit-formats`` sets none;
     ``arms``          None, or a bandit's samplers by arm name (``choose``, ``arm_sampler``);
     ``cost``          relative cost of one sample: its weight under a bandit when ``--sampler A+B``
                       names it (``--models`` entries say their own);
@@ -76,6 +77,7 @@ class Sampler(abc.ABC):
     name: str = ""
     llm: bool = True
     edit_formats: tuple[str, ...] = ALL_FORMATS
+    edit_mix: dict = {"full": 1.0}  # read, never changed
     arms: dict | None = None
     cost: float = 1.0
     meter = None

@@ -64,6 +64,10 @@ class MutateSampler(Sampler):
     name = "mutate"
     llm = False
     edit_formats = ("full", "crossover")  # it rewrites functions; diff and fix need a model reading the prompt
+    # A quarter crossovers (when --edit-formats sets no mix): against mutations alone, 10 seeds of 2,000
+    # samples, bin packing held out better on 7 of 10 (median -0.60 points) and TSP's map was fuller on 9 of
+    # 10 (QD 1.20x); each within noise on the other measure (README, "Which settings find most").
+    edit_mix = {"full": 0.75, "crossover": 0.25}
     # An AST edit calls no model: its sample costs only the evaluation. A tenth of a model's sample is
     # generous to the model (the embedded one took about 7 s a sample here, an evaluation 0.05-0.25 s).
     cost = 0.1
