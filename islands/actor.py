@@ -124,7 +124,9 @@ class IslandProxy:
         self._journal: list[tuple[str, bytes, bytes]] = []
         self._emigrants: list[Elite] | None = None  # set by RayArchipelago.migrate, read once by elites()
         self.restores = 0
-        self._replayed: dict[int, object] = {}  # answers of calls the actor died before answering, by position
+        # What restores replayed, by position: read (popped) for calls the actor died before answering; the
+        # rest stays, at most snapshot_every answers a restore, and restores are rare.
+        self._replayed: dict[int, object] = {}
         self._cls: type | None = None  # the hosted island's class, asked for on first use
 
     # -- fault tolerance -------------------------------------------------------------
