@@ -185,7 +185,7 @@ class IslandProxy:
     def replayed(self, position: int):
         """The answer of the journaled call at ``position`` whose actor died before answering: once the
         actor is restored (waited for here), the one its replay gave. Read once."""
-        self._get(lambda: self.actor.call.remote("__len__", (), {}))  # restores a lost actor
+        len(self)  # any call restores a lost actor
         return self._replayed.pop(position)
 
     # -- the island's interface --------------------------------------------------------

@@ -248,7 +248,8 @@ def test_a_sampler_is_asked_its_own_mix_of_formats_unless_the_run_sets_one(tmp_p
 
     answer = "def priority(item, bins):\n    return -(bins - item) * {}\n"
     own = Mixing([answer.format(k) for k in range(2, 22)])
-    (tmp_path / "own").mkdir(), (tmp_path / "told").mkdir()
+    (tmp_path / "own").mkdir()
+    (tmp_path / "told").mkdir()
     run(tmp_path / "own", own, samples=20)
     asked = [p.edit_format for p in own.prompts]
     assert set(asked) == {"full", "crossover"}, asked
