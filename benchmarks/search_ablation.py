@@ -57,7 +57,8 @@ item; tsp: a gap of 1000%), so arms with and without a grid are measured alike.
 
 Against EPS, paired by seed (seeds both arms ran): the median of the per-seed differences in held-out
 metric (negative: the arm is better) with a 95% bootstrap interval over seeds and the Wilcoxon
-signed-rank p-value, and the ratio of median QD scores with its bootstrap interval. Seed-to-seed
+signed-rank p-value, and the ratio of median QD scores with its bootstrap interval; with ``--curve``, the
+same paired difference at each checkpoint (``curve_vs_eps``), since users stop at any budget. Seed-to-seed
 spread is wide at these budgets; an interval that straddles 0 (or 1) says "not settled", not "equal".
 """
 from __future__ import annotations
@@ -299,26 +300,48 @@ def spread(values: list[float]) -> str:
 BOOTSTRAP = 10_000  # resamples of the paired seeds
 
 
+def paired(diff: np.ndarray, picks: np.ndarray) -> dict:
+    """Per-seed differences (arm minus base): their median with a 95% bootstrap interval (``picks``: resampled
+    seed indices) and the Wilcoxon signed-rank p-value."""
+    from scipy.stats import wilcoxon
+
+    diffs = np.median(diff[picks], axis=1)
+    return {"pairs": len(diff), "metric_diff_median": float(np.median(diff)),
+            "metric_diff_ci95": [float(x) for x in np.percentile(diffs, [2.5, 97.5])],
+            "metric_diff_wilcoxon_p": float(wilcoxon(diff).pvalue) if np.any(diff) else 1.0}
+
+
+def _picks(n: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, n, size=(BOOTSTRAP, n))
+
+
 def against(rows: dict, base: dict) -> dict | None:
     """An arm against a baseline arm (each ``{seed: row}``), paired by seed: the median difference of held-out
     metric (arm minus base) and the ratio of median QD scores, each with a 95% bootstrap interval over seeds,
     and the Wilcoxon signed-rank p-value of the differences. None below 3 pairs."""
-    from scipy.stats import wilcoxon
-
     seeds = sorted(s for s in rows if s in base and rows[s]["best_test_metric"] is not None
                    and base[s]["best_test_metric"] is not None)
     if len(seeds) < 3:
         return None
     diff = np.array([rows[s]["best_test_metric"] - base[s]["best_test_metric"] for s in seeds])
     qd = np.array([[rows[s]["qd_score"], base[s]["qd_score"]] for s in seeds])
-    picks = np.random.default_rng(0).integers(0, len(seeds), size=(BOOTSTRAP, len(seeds)))
-    diffs = np.median(diff[picks], axis=1)
+    picks = _picks(len(seeds))
     ratios = np.median(qd[picks, 0], axis=1) / np.median(qd[picks, 1], axis=1)
-    return {"pairs": len(seeds), "metric_diff_median": float(np.median(diff)),
-            "metric_diff_ci95": [float(x) for x in np.percentile(diffs, [2.5, 97.5])],
-            "metric_diff_wilcoxon_p": float(wilcoxon(diff).pvalue) if np.any(diff) else 1.0,
-            "qd_ratio": float(np.median(qd[:, 0]) / np.median(qd[:, 1])),
+    return {**paired(diff, picks), "qd_ratio": float(np.median(qd[:, 0]) / np.median(qd[:, 1])),
             "qd_ratio_ci95": [float(x) for x in np.percentile(ratios, [2.5, 97.5])]}
+
+
+def curve_against(rows: dict, base: dict, marks: list[int]) -> dict:
+    """At each checkpoint of the curves, the arm's best-so-far held-out metric against the baseline's, paired by
+    seed as ``against`` pairs the final ones (the budget a user runs may be any of them): also on how many seeds
+    the arm is ahead. Checkpoints with fewer than 3 pairs are left out."""
+    out = {}
+    for m in marks:
+        pairs = [(_at(rows[s], m), _at(base[s], m)) for s in sorted(rows) if s in base]
+        diff = np.array([a - b for a, b in pairs if a is not None and b is not None])
+        if len(diff) >= 3:
+            out[m] = {**paired(diff, _picks(len(diff))), "ahead": int((diff < 0).sum())}
+    return out
 
 
 def _at(row: dict, samples: int) -> float | None:
@@ -437,17 +460,16 @@ def main() -> None:
                 cells.append(f"{statistics.median(vals):9.3f}" if vals else f"{'-':>9}")
             print(f"{arm:15}" + "".join(cells))
         if by.get("eps"):  # the budgets users run differ: who is ahead at each one, seed by seed
-            print("seeds where the arm's best-so-far holds out better than eps's at the same samples")
+            print("\nat each checkpoint, paired with eps by seed: seeds ahead, held-out difference (arm - eps) "
+                  "[95% interval], Wilcoxon p (one test per checkpoint: read them as a curve, not as separate claims)")
             for arm in arms:
                 if arm == "eps":
                     continue
-                ahead = []
-                for m in marks:
-                    pairs = [(_at(by[arm][s], m), _at(by["eps"][s], m)) for s in by[arm] if s in by["eps"]]
-                    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
-                    ahead.append(f"{sum(a < b for a, b in pairs)}/{len(pairs)}" if pairs else "-")
-                summary[arm]["curve_ahead_of_eps"] = dict(zip(marks, ahead))
-                print(f"{arm:15}" + "".join(f"{a:>9}" for a in ahead))
+                summary[arm]["curve_vs_eps"] = vs = curve_against(by[arm], by["eps"], marks)
+                for m, c in vs.items():
+                    lo, hi = c["metric_diff_ci95"]
+                    print(f"{arm:15} {m:>6} {c['ahead']:>3}/{c['pairs']:<3} {c['metric_diff_median']:>+9.3f} "
+                          f"[{lo:+.3f} .. {hi:+.3f}]  p {c['metric_diff_wilcoxon_p']:.3f}")
     path = Path(args.json) if args.json else out / "ablation.json"
     path.write_text(json.dumps({"benchmark": "search_ablation", "problem": args.problem, "samples": args.samples,
                                 "seeds": args.seeds, "tune_evals": args.tune_evals,
