@@ -48,7 +48,8 @@ each checkpoint of samples, evaluated in the sandbox like the final report.
 Per run it also reports the sampler's children by edit format (``children``): how many were novel,
 entered an empty cell, improved a cell, and their median step in behaviour from the parent they edit.
 
-Reported per arm over the seeds: median and spread (min..max) of the best program's
+Reported per arm over the seeds: median and spread (min..max) of the best program's (the run's reported
+best: for a problem with a validation split, tsp, its pick among the last training bests)
 held-out (test split) score, of its gain over the seed program on the same held-out
 instances (each seed draws its own instances), and of the QD score of everything the run found: every
 ok program of the run inserted into one fresh GridArchive over the engine's axes

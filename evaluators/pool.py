@@ -487,15 +487,15 @@ class WorkerPool:
 
     async def run(self, code: str, split: str, timeout_s: float | None = None,
                   memory_mb: int | None = None) -> dict:
-        """Evaluate ``code`` on ``split`` ("probe", "train", "test" or a cascade stage's split)
-        in a sandbox. Candidate failures come back as a status, never as an exception."""
+        """Evaluate ``code`` on ``split`` ("probe", "train", "test", a cascade stage's split or the problem's
+        "valid") in a sandbox. Candidate failures come back as a status, never as an exception."""
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must be a split name, not {split!r}")
         if not self._started:
             await self.start()
         if self._closed:
             raise PoolError("the evaluation pool is closed")
-        allowed = {"probe", "test"} | {stage["split"] for stage in self.info.get("cascade") or [{"split": "train"}]}
+        allowed = set(self.info["splits"])  # the worker's: what its problem can evaluate
         if split not in allowed:
             raise ValueError(f"split must be one of {sorted(allowed)}, not {split!r}")
         timeout = float(timeout_s or (self.info.get("split_timeouts") or {}).get(split)  # the problem's, per split

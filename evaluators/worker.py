@@ -121,6 +121,8 @@ class Worker:
             if config.get("mantissa_bits") is None:
                 self.mantissa_bits = int(getattr(self.problem, "mantissa_bits", DEFAULT_MANTISSA_BITS))
         self.splits = {"probe", "test"} | {s.split for s in self.stages}
+        if getattr(self.problem, "validation", False):
+            self.splits.add("valid")
         self._instances: dict[str, dict[str, Any]] = {}
         gc.freeze()  # forked children do not drag the worker's objects through their collections
 
@@ -202,6 +204,7 @@ class Worker:
     def ready_message(self) -> dict:
         return {"ready": True, "problem": self.problem.name if self.problem else None,
                 "timeout_s": self.problem.timeout_s if self.problem else None,
+                "splits": sorted(self.splits),
                 "split_timeouts": {s: self.problem.timeout_for(s) for s in sorted(self.splits)} if self.problem else {},
                 "interactive": self.zygote is not None,
                 "memory_mb": self.problem.memory_mb if self.problem else None, "pid": os.getpid(),

@@ -135,7 +135,7 @@ async def _search(config: RunConfig, problem: Problem, run_dir: Path, store: Sto
     # The held-out evaluations (sandbox) and the heatmap (matplotlib, in a thread) overlap.
     try:
         summary, islands = await asyncio.gather(report(problem, store, evaluator, best.program_id,
-                                                       config.test_timeout_s),
+                                                       config.test_timeout_s, config.validation_picks),
                                                 asyncio.to_thread(write_island_outputs, engine, run_dir))
     finally:
         if progress:
@@ -198,8 +198,40 @@ def sampler_tally(store: Store, by: str = "sampler") -> dict:
 PROMPT_KINDS = {"exploit": "showing the best of all", "explore": "showing island cells"}
 
 
-async def report(problem: Problem, store: Store, evaluator, best_id: int, test_timeout_s: float | None = None) -> dict:
-    """The best program against the seed, on training and held-out instances."""
+def training_bests(store: Store) -> list[int]:
+    """Ids of the programs that were a new best of the run when committed, in commit order (the seed first)."""
+    rows = store.db.execute("SELECT id, score FROM programs WHERE status = 'ok' "
+                            "ORDER BY COALESCE(commit_seq, id), id").fetchall()
+    out, best = [], None
+    for pid, score in rows:
+        if best is None or score > best:
+            out.append(pid)
+            best = score
+    return out
+
+
+async def validation_pick(store: Store, evaluator, best_id: int, picks: int,
+                          timeout_s: float | None = None) -> dict:
+    """Of the run's last ``picks`` training bests, the one that scores best on the validation split (ties: the
+    later, better on training). Which training best holds out best is noise among near-equals unless another split
+    decides; this one is never reported, so the held-out score stays unbiased."""
+    chain = training_bests(store)
+    if not chain or chain[-1] != best_id:  # the engine's best is always a candidate
+        chain.append(best_id)
+    ids = chain[-picks:]
+    codes = [store.get(pid)["code"] for pid in ids]
+    results = await asyncio.gather(*(evaluator.evaluate_split(code, "valid", timeout_s=timeout_s) for code in codes))
+    candidates = [{"id": pid, "train": store.get(pid)["score"], "valid": r.score if r.ok else None,
+                   "valid_status": None if r.ok else r.status} for pid, r in zip(ids, results)]
+    scored = [c for c in candidates if c["valid"] is not None]
+    picked = max(reversed(scored), key=lambda c: c["valid"])["id"] if scored else best_id
+    return {"picked": picked, "training_best": best_id, "candidates": candidates}
+
+
+async def report(problem: Problem, store: Store, evaluator, best_id: int, test_timeout_s: float | None = None,
+                 validation_picks: int = 0) -> dict:
+    """The best program against the seed, on training and held-out instances; with a validation split, the best
+    is the validation pick among the last training bests (``validation``)."""
     counts = store.status_counts("id > 0")  # the seed program is not a sample
     # Samples are sampler calls (an LLM's, or mutate's); evaluations are programs that reached the evaluator,
     # tuning trials included: runs compare at equal LLM budget or at equal evaluation budget.
@@ -211,6 +243,9 @@ async def report(problem: Problem, store: Store, evaluator, best_id: int, test_t
     out["samplers"] = sampler_tally(store)
     if kinds := sampler_tally(store, "exploit"):
         out["prompts"] = kinds
+    if validation_picks and problem.validation:
+        out["validation"] = await validation_pick(store, evaluator, best_id, validation_picks, test_timeout_s)
+        best_id = out["validation"]["picked"]
     for name, pid in (("seed", 0), ("best", best_id)):
         row = store.get(pid)
         held_out = await evaluator.evaluate_split(row["code"], "test", timeout_s=test_timeout_s)
@@ -255,6 +290,11 @@ def format_summary(summary: dict, run_dir: Path) -> str:
         lines.append("by sampler: " + ", ".join(f"{name} {t['rows']} ({t['ok']} valid, {t['new_bests']} new bests)"
                                                   for name, t in tally.items())
                      + f"; the best is {b.get('sampler')}'s")
+    if v := summary.get("validation"):  # the reported best was picked on the validation split
+        valid = {c["id"]: "failed" if c["valid"] is None else f"{c['valid']:.6g}" for c in v["candidates"]}
+        head = f"valid: of the last {len(valid)} training bests, id {v['picked']} scores best on the validation split"
+        lines.append(f"{head} ({valid[v['picked']]})" + ("" if v["picked"] == v["training_best"] else
+                     f"; the training best, id {v['training_best']}, {valid[v['training_best']]}"))
     kinds = summary.get("prompts") or {}
     if kinds:  # --selection exploit: how the exploiting and the exploring prompts did
         lines.append("prompts: " + ", ".join(

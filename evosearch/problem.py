@@ -101,6 +101,10 @@ class Problem(abc.ABC):
     description: ClassVar[str] = ""
     descriptors: ClassVar[tuple[Descriptor, ...]] = ()
     timeout_s: ClassVar[float] = 10.0  # wall-clock deadline of one evaluation (see timeout_for)
+    # True: instances("valid") gives a validation split, drawn as the held-out one is but never reported. The run
+    # then reports the best on it of its last training bests (--validation-picks), not the training best itself:
+    # a search that fits its training instances (constant tuning does) stops being rewarded for it.
+    validation: ClassVar[bool] = False
     memory_mb: ClassVar[int] = 1024  # address-space limit of the candidate process
     # Interactive form: modules the candidate's process imports before it drops privileges
     # (e.g. the classes of what an episode sends it, if the candidate's uid cannot read them).
@@ -124,7 +128,8 @@ class Problem(abc.ABC):
     @abc.abstractmethod
     def instances(self, split: str) -> dict[str, Any]:
         """Instances by name for split "probe" (small, for functional hashing),
-        "train" (what evolution optimizes) or "test" (held out, reported)."""
+        "train" (what evolution optimizes), "test" (held out, reported) and, where
+        ``validation`` is set, "valid" (picks the reported program among the training bests)."""
 
     # ------------------------------------------------------------------ interactive form (trusted)
 

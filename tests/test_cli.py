@@ -61,7 +61,8 @@ def test_a_mistyped_problem_is_named_before_the_engine_loads(tmp_path):
 
 
 def write_problem(folder: Path, descriptors: str = 'Descriptor("mean", 0.0, 20.0, 4)', skeleton: str | None = None,
-                  score: str = '{"score": -abs(float(y) - 10), "mean": float(y)}') -> Path:
+                  score: str = '{"score": -abs(float(y) - 10), "mean": float(y)}',
+                  instances: str = '{"a": 3, "b": 5}', extra: str = "") -> Path:
     folder.mkdir()
     (folder / "skeleton.py").write_text(skeleton if skeleton is not None else
                                         "# EVOLVE-BLOCK-START\ndef g(x):\n    return x + 1\n# EVOLVE-BLOCK-END\n")
@@ -73,9 +74,9 @@ class Tiny(Problem):
     description = "tiny"
     descriptors = ({descriptors},)
     timeout_s = 10
-
+{extra}
     def instances(self, split):
-        return {{"a": 3, "b": 5}}
+        return {instances}
 
     @staticmethod
     def run(program, x):
@@ -255,3 +256,35 @@ def test_a_run_that_finds_nothing_says_what_to_try(tmp_path):
     assert "--sampler local+mutate adds LLM-free mutations" in format_summary(summary, tmp_path / "o")
     summary["best"]["id"] = 3  # something did beat the seed: no hint
     assert "nothing beat the seed" not in format_summary(summary, tmp_path / "o")
+
+
+def test_a_validation_split_picks_the_reported_program_among_the_last_training_bests(tmp_path):
+    # Training wants g(3), g(5) near 10; the validation split asks g(20) near 10 as well, so the training bests
+    # (steeper or flatter fits of the same two points) disagree there.
+    folder = write_problem(tmp_path / "p", extra="    validation = True\n",
+                           instances='{"c": 20} if split == "valid" else {"a": 3, "b": 5}')
+    out = tmp_path / "o"
+    proc = evosearch("run", str(folder), "--sampler", "mutate", "--samples", "30", "--validation-picks", "4",
+                     "--out", str(out), "--workers", "1")
+    summary = json.loads((out / "summary.json").read_text())
+    con = sqlite3.connect(out / "evosearch.db")
+    chain, best = [], None  # the new bests in commit order, read from the store
+    for pid, score in con.execute("SELECT id, score FROM programs WHERE status = 'ok' "
+                                  "ORDER BY COALESCE(commit_seq, id), id"):
+        if best is None or score > best:
+            chain, best = chain + [pid], score
+    code = dict(con.execute("SELECT id, code FROM programs"))
+    from evosearch.problem import evaluate_trusted, load_problem
+    problem = load_problem(folder)
+    valid = {pid: evaluate_trusted(problem, code[pid], "valid")[0].score for pid in chain[-4:]}
+    picked = max(reversed(chain[-4:]), key=valid.get)  # ties: the later, better on training
+    v = summary["validation"]
+    assert [c["id"] for c in v["candidates"]] == chain[-4:]
+    assert [c["valid"] for c in v["candidates"]] == [valid[pid] for pid in chain[-4:]]
+    assert v["training_best"] == chain[-1] and v["picked"] == picked != chain[-1]  # this run exercises a real pick
+    assert summary["best"]["id"] == picked and (out / "best.py").read_text() == code[picked]
+    assert f"id {picked} scores best on the validation split" in proc.stdout
+    # Without picks (or for a problem without a validation split) the training best is reported.
+    proc = evosearch("run", "--resume", str(out), "--validation-picks", "0")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"]["id"] == chain[-1] and "validation" not in summary

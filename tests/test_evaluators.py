@@ -256,8 +256,8 @@ def test_cascade_filters_scores_and_funnels_the_best(loop, tmp_path):
         assert (stats["full_runs"], stats["stage_runs"], stats["rejected"]) == (2, 4, 1)
         held_out = loop.run_until_complete(evaluator.evaluate_split("def f(x):\n    return 2.0 * x\n", "large"))
         assert held_out.ok and held_out.score == 0.0
-        with pytest.raises(ValueError, match="split must be one of"):
-            loop.run_until_complete(pool.run("def f(x):\n    return x\n", "validation"))
+        with pytest.raises(ValueError, match="split must be one of"):  # no `validation = True`: no "valid" split
+            loop.run_until_complete(pool.run("def f(x):\n    return x\n", "valid"))
     finally:
         loop.run_until_complete(pool.close())
 

@@ -107,6 +107,17 @@ def test_generators_are_seeded_and_splits_differ():
     assert a.instances("test").keys().isdisjoint(a.instances("train").keys())
 
 
+def test_the_validation_split_is_drawn_as_the_held_out_one_but_apart_from_both():
+    a = load_problem("tsp", seed=1, options={"train_instances": 2, "train_cities": 20, "test_instances": 3,
+                                             "test_cities": 25})
+    valid, test, train = (a.instances(s) for s in ("valid", "test", "train"))
+    assert a.validation and len(valid) == 3 and all(len(i["coords"]) == 25 for i in valid.values())
+    assert valid == a.instances("valid")  # seeded
+    assert valid.keys().isdisjoint(test.keys() | train.keys())
+    assert not {tuple(map(tuple, i["coords"])) for i in valid.values()} & \
+        {tuple(map(tuple, i["coords"])) for i in (*test.values(), *train.values())}
+
+
 @pytest.mark.parametrize("output, reason", [
     ("nope", "a tour of all 4 cities"),
     ([0, 1, 2], "a tour of all 4 cities"),

@@ -125,6 +125,10 @@ class TSP(Problem):
         Descriptor("long_edges", 0.1, 0.6, 10),
     )
     timeout_s = 30.0  # the TSPLIB split (46 instances, up to 1002 cities) with slow rules
+    # A validation split of the held-out size picks the reported rule: the best rules fit their 32 training
+    # instances, and past 1,000 samples the default's training best held out worse as it trained better. What the
+    # pick gained at 3,000 samples is within noise (README, "Which settings find most").
+    validation = True
 
     def __init__(self, data_dir=None, seed=0, train_instances=32, train_cities=100, test_instances=32,
                  test_cities=200, tsplib=None):
@@ -146,12 +150,12 @@ class TSP(Problem):
         self.tsplib = tsplib
 
     def instances(self, split):
-        split_seed = 1000 * self.seed + ("probe", "train", "test").index(split)
+        split_seed = 1000 * self.seed + ("probe", "train", "test", "valid").index(split)
         if split == "probe":
             return probe_instances(split_seed)
         if split == "test" and self.data_dir and self.data_dir.joinpath(*TSPLIB_DIR).is_dir():
             return load_tsplib(self.data_dir.joinpath(*TSPLIB_DIR), self.tsplib)
-        count, cities = self.sizes[split]
+        count, cities = self.sizes["test" if split == "valid" else split]  # valid: drawn as the generated test split
         return uniform_instances(count, cities, split_seed)
 
     @staticmethod
