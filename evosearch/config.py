@@ -121,8 +121,7 @@ class RunConfig:
                                      "training best itself (0: the training best)", minimum=0)
     test_timeout_s: float | None = knob(None, "wall-clock deadline of one evaluation on the held-out (and "
                                               "validation) split (the end-of-run report, `evosearch eval`), whose "
-                                              "instances may be larger "
-                                              "than training's (default: --timeout-s)",
+                                              "instances may be larger than training's (default: --timeout-s)",
                                         minimum=0.01)
     memory_mb: int | None = knob(None, "memory limit of one candidate process in MiB (default: the problem's)", minimum=16)
     unsafe_no_sandbox: bool = knob(False, "run candidates even where nothing confines them (no usable bubblewrap, no "

@@ -199,9 +199,10 @@ PROMPT_KINDS = {"exploit": "showing the best of all", "explore": "showing island
 
 
 def training_bests(store: Store) -> list[int]:
-    """Ids of the programs that were a new best of the run when committed, in commit order (the seed first)."""
-    rows = store.db.execute("SELECT id, score FROM programs WHERE status = 'ok' "
-                            "ORDER BY COALESCE(commit_seq, id), id").fetchall()
+    """Ids of the programs that were a new best of the run when committed, in commit order (the seed first): the
+    new bests ``sampler_tally`` counts."""
+    rows = store.db.execute("SELECT id, score FROM programs WHERE status = 'ok' AND commit_seq IS NOT NULL "
+                            "ORDER BY commit_seq").fetchall()
     out, best = [], None
     for pid, score in rows:
         if best is None or score > best:
@@ -218,11 +219,11 @@ async def validation_pick(store: Store, evaluator, best_id: int, picks: int,
     chain = training_bests(store)
     if not chain or chain[-1] != best_id:  # the engine's best is always a candidate
         chain.append(best_id)
-    ids = chain[-picks:]
-    codes = [store.get(pid)["code"] for pid in ids]
-    results = await asyncio.gather(*(evaluator.evaluate_split(code, "valid", timeout_s=timeout_s) for code in codes))
-    candidates = [{"id": pid, "train": store.get(pid)["score"], "valid": r.score if r.ok else None,
-                   "valid_status": None if r.ok else r.status} for pid, r in zip(ids, results)]
+    rows = [store.get(pid) for pid in chain[-picks:]]
+    results = await asyncio.gather(*(evaluator.evaluate_split(row["code"], "valid", timeout_s=timeout_s)
+                                     for row in rows))
+    candidates = [{"id": row["id"], "train": row["score"], "valid": r.score if r.ok else None,
+                   "valid_status": None if r.ok else r.status} for row, r in zip(rows, results)]
     scored = [c for c in candidates if c["valid"] is not None]
     picked = max(reversed(scored), key=lambda c: c["valid"])["id"] if scored else best_id
     return {"picked": picked, "training_best": best_id, "candidates": candidates}
