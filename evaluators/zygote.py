@@ -356,7 +356,7 @@ def run_episodes(zygote: Zygote, code: str, episode: Callable[[Any, Candidate], 
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     output_r, output_w = os.pipe()
     try:
-        pid = zygote.spawn(theirs.fileno(), output_w, limits, scratch)
+        zygote.spawn(theirs.fileno(), output_w, limits, scratch)
     finally:
         theirs.close()
         os.close(output_w)

@@ -107,11 +107,11 @@ def test_generators_are_seeded_and_splits_differ():
     assert a.instances("test").keys().isdisjoint(a.instances("train").keys())
 
 
-def test_the_validation_split_is_drawn_as_the_held_out_one_but_apart_from_both():
+def test_the_validation_split_is_drawn_at_the_held_out_size_but_apart_from_both():
     a = load_problem("tsp", seed=1, options={"train_instances": 2, "train_cities": 20, "test_instances": 3,
-                                             "test_cities": 25})
+                                             "test_cities": 25, "valid_instances": 4})
     valid, test, train = (a.instances(s) for s in ("valid", "test", "train"))
-    assert a.validation and len(valid) == 3 and all(len(i["coords"]) == 25 for i in valid.values())
+    assert a.validation and len(valid) == 4 and all(len(i["coords"]) == 25 for i in valid.values())
     assert valid == a.instances("valid")  # seeded
     assert valid.keys().isdisjoint(test.keys() | train.keys())
     assert not {tuple(map(tuple, i["coords"])) for i in valid.values()} & \
@@ -160,6 +160,8 @@ def test_harness_runs_rules_and_names_wrong_shapes(problem):
 def test_bad_options_are_one_line():
     with pytest.raises(ProblemError, match="train_cities must be an integer of at least 3"):
         load_problem("tsp", options={"train_cities": 2})
+    with pytest.raises(ProblemError, match="valid_instances must be an integer of at least 1"):
+        load_problem("tsp", options={"valid_instances": 0})
     with pytest.raises(ProblemError, match="tsplib must be a list"):
         load_problem("tsp", options={"tsplib": "berlin52"})
     with pytest.raises(ProblemError, match="tsplib needs --data-dir"):
