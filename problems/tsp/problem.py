@@ -35,7 +35,8 @@ REFERENCES = {"held_karp_bound": held_karp_bound, "nearest_neighbour": nearest_n
 
 
 @functools.lru_cache(maxsize=None)
-def _uniform_instance(cities: int, seed: tuple[int, ...], reference: str) -> tuple[tuple[tuple[float, float], ...], float]:
+def _uniform_instance(cities: int, seed: tuple[int, ...],
+                      reference: str) -> tuple[tuple[tuple[float, float], ...], float]:
     # Cached per process: the bound takes ~0.3 s at 100 cities (1 s at 200) and every worker builds its instances once.
     coords = uniform_coords(cities, seed)
     return tuple(map(tuple, coords)), REFERENCES[reference](distance_matrix(coords, "euclidean"))
@@ -172,7 +173,8 @@ class TSP(Problem):
             return load_tsplib(self.data_dir.joinpath(*TSPLIB_DIR), self.tsplib)
         count, cities = self.sizes[split]
         # valid only ranks rules against each other: 128 Held-Karp bounds would cost each worker 2 minutes.
-        return uniform_instances(count, cities, split_seed, "nearest_neighbour" if split == "valid" else "held_karp_bound")
+        reference = "nearest_neighbour" if split == "valid" else "held_karp_bound"
+        return uniform_instances(count, cities, split_seed, reference)
 
     @staticmethod
     def run(program, instance):
