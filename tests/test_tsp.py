@@ -113,6 +113,11 @@ def test_the_validation_split_is_drawn_at_the_held_out_size_but_apart_from_both(
     valid, test, train = (a.instances(s) for s in ("valid", "test", "train"))
     assert a.validation and len(valid) == 4 and all(len(i["coords"]) == 25 for i in valid.values())
     assert valid == a.instances("valid")  # seeded
+    # Gaps over the nearest-neighbour tour (the seed rule scores 0 there); more instances, more time.
+    assert {i["reference_kind"] for i in valid.values()} == {"nearest_neighbour"}
+    nearest = rule("-distances[current, unvisited]")
+    assert all(abs(a.score(i, a.run(nearest, i))["gap_pct"]) < 1e-9 for i in valid.values())
+    assert a.timeout_for("valid") == a.timeout_s * 4 / 3 and a.timeout_for("test") == a.timeout_s
     assert valid.keys().isdisjoint(test.keys() | train.keys())
     assert not {tuple(map(tuple, i["coords"])) for i in valid.values()} & \
         {tuple(map(tuple, i["coords"])) for i in (*test.values(), *train.values())}
