@@ -118,7 +118,7 @@ class RunConfig:
     timeout_s: float | None = knob(None, "wall-clock deadline of one evaluation (default: the problem's)", minimum=0.01)
     validation_picks: int = knob(100, "for a problem with a validation split: the run reports the best on it of its "
                                       "last N training bests (each a new best when it was committed; a 2,000-sample "
-                                      "TSP run has 30 to 60), not the training best itself (0: the training best)",
+                                      "TSP run has 21 to 59), not the training best itself (0: the training best)",
                                  minimum=0)
     test_timeout_s: float | None = knob(None, "wall-clock deadline of one evaluation on the held-out (and "
                                               "validation) split (the end-of-run report, `evosearch eval`), whose "
