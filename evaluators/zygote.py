@@ -24,10 +24,11 @@ import select
 import signal
 import socket
 import sys
-import threading
 import time
 from dataclasses import asdict, replace
 from typing import Any, Callable
+
+import greenlet
 
 from evaluators import sandbox
 from evaluators.episode import _LEN, MAX_FRAME_BYTES, Candidate, CandidateFailed, Channel, Server
@@ -244,105 +245,65 @@ class _Gone(Exception):
     """The candidate's process closed the socket (it exited or was killed)."""
 
 
-class _Abort(Exception):
-    """Another episode of the same job failed: stop at this call."""
+class _Done:
+    """What an episode's greenlet returns when it ends (an answer frame is bytes, this is not)."""
+
+    __slots__ = ("output",)
+
+    def __init__(self, output: Any):
+        self.output = output
 
 
-class _Lockstep:
-    """Plays the episodes of all instances at once, one thread each: every round, the next call
-    of every live episode goes out in one frame, ordered by instance, so the number of round
-    trips does not grow with the number of instances and the candidate sees a fixed order."""
+class _Suspend(Channel):
+    """An episode's channel in lockstep: a call hands its frame to the scheduler (the greenlet
+    that plays the episodes) and resumes with the answer."""
 
-    def __init__(self, connection: _Connection, slots: int):
-        self.connection, self.live = connection, slots
-        self.cond = threading.Condition()
-        self.pending: dict[int, bytes] = {}
-        self.answers: dict[int, bytes] = {}
-        self.stopped = False
-        self.transport: BaseException | None = None  # a failure of the whole candidate (timeout, death)
-
-    def exchange(self, slot: int, frame: bytes) -> bytes:
-        with self.cond:
-            if self.stopped:
-                raise _Abort
-            self.pending[slot] = frame
-            if len(self.pending) == self.live:
-                self._flush()
-            while slot not in self.answers and not self.stopped:
-                self.cond.wait()
-            if slot in self.answers:
-                return self.answers.pop(slot)
-            raise _Abort
-
-    def leave(self, failed: bool) -> None:
-        with self.cond:
-            self.live -= 1
-            self.stopped |= failed
-            if self.live and len(self.pending) == self.live and not self.stopped:
-                self._flush()
-            self.cond.notify_all()
-
-    def _flush(self) -> None:  # under the lock, when every live episode waits for an answer
-        slots = sorted(self.pending)
-        frames = [self.pending.pop(s) for s in slots]
-        try:
-            if len(frames) == 1:
-                answers = [self.connection.exchange(frames[0])]
-            else:
-                batch = self.connection.exchange(b"B" + b"".join(_LEN.pack(len(f)) + f for f in frames))
-                answers, at = [], 1
-                while batch[:1] == b"B" and at + 4 <= len(batch):
-                    (n,) = _LEN.unpack_from(batch, at)
-                    answers.append(batch[at + 4:at + 4 + n])
-                    at += 4 + n
-                if len(answers) != len(frames) or at != len(batch):
-                    raise CandidateFailed("invalid", "a malformed batch of answers")
-        except BaseException as e:
-            self.transport, self.stopped = e, True
-            self.cond.notify_all()
-            return
-        self.answers.update(zip(slots, answers))
-        self.cond.notify_all()
-
-
-class _SlotChannel(Channel):
-    def __init__(self, lockstep: _Lockstep, slot: int):
-        self.lockstep, self.slot = lockstep, slot
+    def __init__(self, scheduler: greenlet.greenlet):
+        self.scheduler = scheduler
 
     def exchange(self, frame: bytes) -> bytes:
-        return self.lockstep.exchange(self.slot, frame)
+        return self.scheduler.switch(frame)
+
+
+def _batch(connection: _Connection, frames: list[bytes]) -> list[bytes]:
+    """One round trip for the next call of every live episode, answered in the same order."""
+    if len(frames) == 1:
+        return [connection.exchange(frames[0])]
+    batch = connection.exchange(b"B" + b"".join(_LEN.pack(len(f)) + f for f in frames))
+    answers, at = [], 1
+    while batch[:1] == b"B" and at + 4 <= len(batch):
+        (n,) = _LEN.unpack_from(batch, at)
+        answers.append(batch[at + 4:at + 4 + n])
+        at += 4 + n
+    if len(answers) != len(frames) or at != len(batch):
+        raise CandidateFailed("invalid", "a malformed batch of answers")
+    return answers
 
 
 def _play(episode, instances: dict[str, Any], connection: _Connection) -> dict[str, Any]:
-    """Every instance's episode; one failure (the first instance's, in a round) ends them all."""
+    """Every instance's episode at once, each in its own greenlet: every round, the next call of
+    every live episode goes out in one frame, ordered by instance, so the number of round trips does
+    not grow with the number of instances and the candidate sees a fixed order. Episodes are
+    resumed in instance order, so the first to fail in a round ends them all. Greenlets, not
+    threads: a switch costs about a microsecond, where waking five threads every round through a
+    condition variable cost the worker 60% of a bin packing evaluation."""
     if len(instances) == 1:
         return {name: episode(instance, Candidate(connection)) for name, instance in instances.items()}
-    lockstep = _Lockstep(connection, len(instances))
-    results: dict[int, tuple[str, Any]] = {}
-
-    def play(slot: int, instance) -> None:
-        result = ("error", _Abort())
-        try:
-            result = ("ok", episode(instance, Candidate(_SlotChannel(lockstep, slot))))
-        except BaseException as e:
-            result = ("error", e)
-        finally:
-            results[slot] = result
-            lockstep.leave(failed=result[0] != "ok")
-
-    threads = [threading.Thread(target=play, args=(slot, instance), daemon=True)
-               for slot, instance in enumerate(instances.values())]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if lockstep.transport is not None:
-        raise lockstep.transport
-    for slot in range(len(instances)):
-        kind, value = results[slot]
-        if kind == "error" and not isinstance(value, _Abort):
-            raise value
-    return {name: results[slot][1] for slot, name in enumerate(instances)}
+    scheduler = greenlet.getcurrent()
+    episodes = [greenlet.greenlet(lambda _, instance=instance: _Done(episode(instance, Candidate(_Suspend(scheduler)))))
+                for instance in instances.values()]
+    outputs: dict[int, Any] = {}
+    pending: dict[int, bytes | None] = dict.fromkeys(range(len(episodes)))  # slot -> the answer it resumes with
+    while pending:
+        calls = {}
+        for slot, answer in pending.items():
+            step = episodes[slot].switch(answer)  # runs it to its next call or its end; a raise ends all
+            if isinstance(step, _Done):
+                outputs[slot] = step.output
+            else:
+                calls[slot] = step
+        pending = dict(zip(calls, _batch(connection, list(calls.values())))) if calls else {}
+    return {name: outputs[slot] for slot, name in enumerate(instances)}
 
 
 def run_episodes(zygote: Zygote, code: str, episode: Callable[[Any, Candidate], Any], instances: dict[str, Any],

@@ -110,6 +110,23 @@ def test_what_the_candidate_prints_is_kept_for_the_record(loop, pool):
     assert reply["status"] == "ok" and sorted(reply["output"].split()) == ["careful", "hello"]
 
 
+def test_episodes_play_in_lockstep_in_instance_order(loop, pool):
+    # Training has 5 instances: each round the candidate answers the next item of each, in order.
+    calls = "import itertools\ncalls = itertools.count()\n"
+    reply = run(loop, pool, candidate("if next(calls) < 10:\n    print(int(item))\nreturn -(bins - item)", calls))
+    items = [instance["items"] for instance in load_problem("bin_packing").instances("train").values()]
+    assert len(items) == 5 and reply["status"] == "ok"
+    assert [int(x) for x in reply["output"].split()] == [i[0] for i in items] + [i[1] for i in items]
+
+
+def test_the_first_failing_episode_of_a_round_ends_them_all(loop, pool):
+    # Call 8 is the third instance's second item; its answer fails the run, wherever the others were.
+    calls = "import itertools\ncalls = itertools.count(1)\n"
+    reply = run(loop, pool, candidate("if next(calls) in (8, 9):\n    raise KeyError(str(calls))\n"
+                                      "return -(bins - item)", calls))
+    assert reply["status"] == "crash" and reply["reason"].startswith("KeyError: 'count(9)'")
+
+
 def test_workers_get_a_clean_environment(pool):
     # Whatever the driver holds (API keys, tokens) never reaches a worker, hence never a candidate.
     for pid in pool.pids:
