@@ -142,6 +142,7 @@ class Progress:
         self.tty = _isatty(self.stream)
         self.start, self.start_wall = time.monotonic(), time.time()
         self.seen = self.valid = self.trials = 0  # samples (sampler calls), ok ones, tuning trials
+        self.evaluated = 0  # samples with code, which reached the evaluator (the summary's "evaluations")
         self.tokens = 0
         self.cost: float | None = None
         self.best: float | None = None
@@ -169,6 +170,7 @@ class Progress:
             return
         self.seen += 1
         self.valid += row["status"] == "ok"
+        self.evaluated += row.get("code") is not None
         self.tokens += (row.get("tokens_in") or 0) + (row.get("tokens_out") or 0)
         if row.get("cost") is not None:
             self.cost = (self.cost or 0.0) + row["cost"]
@@ -219,7 +221,7 @@ class Progress:
         if self.seen:
             parts.append(f"valid {100 * self.valid / self.seen:.0f}%")
         if self.trials:
-            parts.append(f"evals {self.seen + self.trials} ({self.trials} tuning)")
+            parts.append(f"evals {self.evaluated + self.trials} ({self.trials} tuning)")
         if self.tokens:
             parts.append(f"{_count(self.tokens)} tok")
         if self.cost is not None:

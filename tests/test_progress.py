@@ -101,3 +101,13 @@ def test_a_resumed_run_does_not_count_replayed_results_in_its_rate(monkeypatch):
     bar.update(row(51), 1.0, Archipelago())
     assert bar.seen == 51 and bar._replayed == 50
     bar.close()
+
+
+def test_evaluations_count_what_reached_the_evaluator_as_the_summary_does():
+    # An answer without code (status no_code) is a sample but no evaluation; a tuning trial is an evaluation.
+    bar = P.Progress(3, stream=io.StringIO())
+    bar.update(row(1, code="def f(): pass"), 1.0, Archipelago())
+    bar.update(row(2, code=None, status="no_code"), 1.0, Archipelago())
+    bar.update(row(3, code="def f(): pass", sampler="tune"), 1.0, Archipelago())
+    assert "evals 2 (1 tuning)" in bar.status() and "samples 2/3" in bar.status()
+    bar.close()
