@@ -245,15 +245,6 @@ class _Gone(Exception):
     """The candidate's process closed the socket (it exited or was killed)."""
 
 
-class _Done:
-    """What an episode's greenlet returns when it ends (an answer frame is bytes, this is not)."""
-
-    __slots__ = ("output",)
-
-    def __init__(self, output: Any):
-        self.output = output
-
-
 class _Suspend(Channel):
     """An episode's channel in lockstep: a call hands its frame to the scheduler (the greenlet
     that plays the episodes) and resumes with the answer."""
@@ -291,7 +282,7 @@ def _play(episode, instances: dict[str, Any], connection: _Connection) -> dict[s
     if len(instances) == 1:
         return {name: episode(instance, Candidate(connection)) for name, instance in instances.items()}
     scheduler = greenlet.getcurrent()
-    episodes = [greenlet.greenlet(lambda _, instance=instance: _Done(episode(instance, Candidate(_Suspend(scheduler)))))
+    episodes = [greenlet.greenlet(lambda _, instance=instance: episode(instance, Candidate(_Suspend(scheduler))))
                 for instance in instances.values()]
     outputs: dict[int, Any] = {}
     pending: dict[int, bytes | None] = dict.fromkeys(range(len(episodes)))  # slot -> the answer it resumes with
@@ -299,8 +290,8 @@ def _play(episode, instances: dict[str, Any], connection: _Connection) -> dict[s
         calls = {}
         for slot, answer in pending.items():
             step = episodes[slot].switch(answer)  # runs it to its next call or its end; a raise ends all
-            if isinstance(step, _Done):
-                outputs[slot] = step.output
+            if episodes[slot].dead:  # it returned: ``step`` is its output
+                outputs[slot] = step
             else:
                 calls[slot] = step
         pending = dict(zip(calls, _batch(connection, list(calls.values())))) if calls else {}
