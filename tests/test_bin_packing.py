@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from evosearch.problem import InvalidOutput, load_problem
+from evosearch.problem import InvalidOutput, ProblemError, load_problem
 
 
 def best_fit(item, bins):
@@ -67,3 +67,29 @@ def test_bad_problem_option_is_one_line():
         load_problem("bin_packing", options={"distribution": "gaussian"})
     with pytest.raises(ProblemError, match="unexpected keyword"):
         load_problem("bin_packing", options={"colour": "red"})
+
+
+def test_the_validation_split_is_drawn_as_the_held_out_one_but_apart_from_both(shared_data):
+    a = load_problem("bin_packing", seed=2, options={"train_instances": 2, "train_items": 50, "test_instances": 3,
+                                                     "test_items": 80, "valid_instances": 6})
+    valid, test, train = (a.instances(s) for s in ("valid", "test", "train"))
+    assert a.validation and len(valid) == 6 and all(len(i["items"]) == 80 for i in valid.values())
+    assert valid == a.instances("valid")  # seeded
+    sequences = [i["items"] for i in (*test.values(), *train.values())]
+    assert all(i["items"] not in sequences for i in valid.values())
+    assert valid.keys().isdisjoint(test.keys() | train.keys())
+    assert a.timeout_for("valid") == a.timeout_s * 2 and a.timeout_for("test") == a.timeout_s
+    # Against a held-out file, valid sequences are as long as the file's: OR3's 500 items, not test_items.
+    orlib = load_problem("bin_packing", data_dir=shared_data, options={"distribution": "or", "valid_instances": 3})
+    valid = orlib.instances("valid")
+    assert len(valid) == 3 and {len(i["items"]) for i in valid.values()} == {500}
+    assert all(i["capacity"] == 150 for i in valid.values())
+
+
+@pytest.mark.parametrize("options, reason", [
+    ({"valid_instances": 0}, "valid_instances must be a positive integer"),
+    ({"train_items": 2.5}, "train_items must be a positive integer"),
+])
+def test_bad_sizes_are_named(options, reason):
+    with pytest.raises(ProblemError, match=reason):
+        load_problem("bin_packing", options=options)
