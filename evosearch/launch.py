@@ -291,7 +291,8 @@ def format_summary(summary: dict, run_dir: Path) -> str:
         lines.append("by sampler: " + ", ".join(f"{name} {t['rows']} ({t['ok']} valid, {t['new_bests']} new bests)"
                                                   for name, t in tally.items())
                      + f"; the best is {b.get('sampler')}'s")
-    if v := summary.get("validation"):  # the reported best was picked on the validation split
+    v = summary.get("validation")
+    if v and len(v["candidates"]) > 1:  # the reported best was picked on the validation split
         valid = {c["id"]: "failed" if c["valid"] is None else f"{c['valid']:.6g}" for c in v["candidates"]}
         head = f"valid: of the last {len(valid)} training bests, id {v['picked']} scores best on the validation split"
         lines.append(f"{head} ({valid[v['picked']]})" + ("" if v["picked"] == v["training_best"] else

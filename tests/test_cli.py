@@ -254,6 +254,9 @@ def test_a_run_that_finds_nothing_says_what_to_try(tmp_path):
     from evosearch.launch import format_summary
     summary["samplers"] = {"local": {"rows": 4, "ok": 4, "new_bests": 0}}
     assert "--sampler local+mutate adds LLM-free mutations" in format_summary(summary, tmp_path / "o")
+    # A validation split with the seed as its only training best had nothing to pick between: no line for it.
+    summary["validation"] = {"picked": 0, "training_best": 0, "candidates": [{"id": 0, "train": 0.0, "valid": -1.0}]}
+    assert "valid:" not in format_summary(summary, tmp_path / "o")
     summary["best"]["id"] = 3  # something did beat the seed: no hint
     assert "nothing beat the seed" not in format_summary(summary, tmp_path / "o")
 
