@@ -280,15 +280,16 @@ def held_out(args, seed: int, codes: list[str]) -> list:
 
 def curve(run_dir: Path, args, seed: int, metric: str) -> list[dict]:
     """Held-out ``metric`` of the best-so-far program at each checkpoint, evaluated in the sandbox
-    (cached in the run folder as curve.json)."""
+    (cached in the run folder as curve.json, by program: a run continued with --resume adds only its new bests)."""
     cached = run_dir / (f"curve-{_tag(args.held_out)}.json" if args.held_out else "curve.json")
-    if cached.is_file():
-        return json.loads(cached.read_text())
     points = best_so_far(run_dir / "evosearch.db", [c for c in CHECKPOINTS if c <= args.samples])
-    distinct = list({p["id"]: p["code"] for p in points}.items())
-    results = dict(zip([pid for pid, _ in distinct], held_out(args, seed, [code for _, code in distinct])))
+    known = {p["id"]: p["held_out"] for p in json.loads(cached.read_text())} if cached.is_file() else {}
+    todo = list({p["id"]: p["code"] for p in points if p["id"] not in known}.items())
+    if todo:
+        results = held_out(args, seed, [code for _, code in todo])
+        known.update({pid: r.metrics.get(metric) for (pid, _), r in zip(todo, results)})
     for p in points:
-        p["held_out"] = results[p["id"]].metrics.get(metric)
+        p["held_out"] = known[p["id"]]
         del p["code"]
     cached.write_text(json.dumps(points))
     return points
