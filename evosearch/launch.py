@@ -212,13 +212,15 @@ def training_bests(store: Store) -> list[int]:
 
 
 async def validation_pick(store: Store, evaluator, best_id: int, picks: int,
-                          timeout_s: float | None = None) -> dict:
+                          timeout_s: float | None = None) -> dict | None:
     """Of the run's last ``picks`` training bests, the one that scores best on the validation split (ties: the
     later, better on training). Which training best holds out best is noise among near-equals unless another split
-    decides; this one is never reported, so the held-out score stays unbiased."""
+    decides; this one is never reported, so the held-out score stays unbiased. None when there is only one."""
     chain = training_bests(store)
     if not chain or chain[-1] != best_id:  # the engine's best is always a candidate
         chain.append(best_id)
+    if min(picks, len(chain)) < 2:  # nothing to pick between (a first run that found nothing): no evaluation
+        return None
     rows = [store.get(pid) for pid in chain[-picks:]]
     results = await asyncio.gather(*(evaluator.evaluate_split(row["code"], "valid", timeout_s=timeout_s)
                                      for row in rows))
@@ -244,9 +246,10 @@ async def report(problem: Problem, store: Store, evaluator, best_id: int, test_t
     out["samplers"] = sampler_tally(store)
     if kinds := sampler_tally(store, "exploit"):
         out["prompts"] = kinds
-    if validation_picks and problem.validation:
-        out["validation"] = await validation_pick(store, evaluator, best_id, validation_picks, test_timeout_s)
-        best_id = out["validation"]["picked"]
+    if validation_picks and problem.validation and (
+            picked := await validation_pick(store, evaluator, best_id, validation_picks, test_timeout_s)):
+        out["validation"] = picked
+        best_id = picked["picked"]
     for name, pid in (("seed", 0), ("best", best_id)):
         row = store.get(pid)
         held_out = await evaluator.evaluate_split(row["code"], "test", timeout_s=test_timeout_s)
@@ -291,8 +294,7 @@ def format_summary(summary: dict, run_dir: Path) -> str:
         lines.append("by sampler: " + ", ".join(f"{name} {t['rows']} ({t['ok']} valid, {t['new_bests']} new bests)"
                                                   for name, t in tally.items())
                      + f"; the best is {b.get('sampler')}'s")
-    v = summary.get("validation")
-    if v and len(v["candidates"]) > 1:  # the reported best was picked on the validation split
+    if v := summary.get("validation"):  # the reported best was picked on the validation split
         valid = {c["id"]: "failed" if c["valid"] is None else f"{c['valid']:.6g}" for c in v["candidates"]}
         head = f"valid: of the last {len(valid)} training bests, id {v['picked']} scores best on the validation split"
         lines.append(f"{head} ({valid[v['picked']]})" + ("" if v["picked"] == v["training_best"] else
