@@ -104,6 +104,8 @@ ARMS = {
     # A quarter of the prompts ask for a crossover: the mutate sampler grafts a subexpression of a
     # distant cell's elite into the other parent (braces doubled: these strings go through format).
     "xover25": ["--edit-formats", "{{full: 0.75, crossover: 0.25}}"],
+    # The default with neutral drift: ties replace a cell's elite, and the newer of equal bests is the parent.
+    "neutral": ["--neutral"],
 }
 REWRITES_ONLY = ["--edit-formats", "{full: 1.0}"]
 DEFAULT_ARMS = ["default", "funsearch", "eps", "random"]
@@ -117,7 +119,7 @@ def arm_args(arm: str, args) -> list[str]:
     if base not in ARMS:
         raise SystemExit(f"unknown arm {arm!r} (known: {', '.join(ARMS)}, each also with {TUNE})")
     extra = [a.format(reset=max(1, args.samples // 4)) for a in ARMS[base]]
-    if base not in ("default", "xover25"):
+    if base not in ("default", "xover25", "neutral"):
         extra += REWRITES_ONLY
     return extra + ["--tune-evals", str(args.tune_evals if tuned else 0),
                     "--tune-patience", str(args.tune_patience)]

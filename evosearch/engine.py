@@ -48,7 +48,7 @@ def island_kwargs(config: RunConfig) -> dict:
     """What every island is built with (islands.archipelago.new_island's options)."""
     return {"archive": config.archive, "cvt_cells": config.cvt_cells,
             "temperature0": config.cluster_temperature, "temperature_period": config.cluster_temperature_period,
-            "exploit_share": config.exploit_share, "explore": config.explore}
+            "exploit_share": config.exploit_share, "explore": config.explore, "neutral": config.neutral}
 
 
 def commit_mode(config: RunConfig, sampler: Sampler | None) -> str:

@@ -58,7 +58,8 @@ class Archipelago:
     the parents are the best elites of the whole archipelago, on the others cells of the
     prompt's own island drawn by ``island_kwargs["explore"]`` (uniform, curiosity or novelty). So the
     best lineage is climbed with the whole budget, as by (1+1)-EPS, while every island keeps
-    filling its cells as in MAP-Elites.
+    filling its cells as in MAP-Elites. ``island_kwargs["neutral"]``: neutral drift (``Island``), here
+    too the newer of equal-scoring elites ranks first.
     """
 
     def __init__(self, n_islands: int, descriptors: Sequence[Descriptor], migration_interval: int = 0,
@@ -79,6 +80,7 @@ class Archipelago:
         self.selection = selection
         self.exploit_share = float((island_kwargs or {}).get("exploit_share", EXPLOIT_SHARE))
         self.explore = (island_kwargs or {}).get("explore", "uniform")
+        self.neutral = bool((island_kwargs or {}).get("neutral", False))  # ties go to the newer program
         self.founder: Elite | None = None
         # ``make_island`` lets the Ray backend put each island in an actor (islands/actor.py).
         self.islands: list[Island] = [make_island(self.descriptors, qd_score_offset, **(island_kwargs or {}))
@@ -143,14 +145,14 @@ class Archipelago:
 
     def top(self, k: int) -> list[Elite]:
         """The k best distinct elites of all islands (repeating the best past their number), sorted by
-        score ascending. Ties: lower island, then cell order."""
+        score ascending. Ties: lower island, then cell order (the newer program with neutral drift)."""
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         found: dict[int, Elite] = {}
         for isl in self.islands:
-            for e in _top(isl, k):
+            for e in _top(isl, k, self.neutral):
                 found.setdefault(e.program_id, e)
-        best = sorted(found.values(), key=lambda e: -e.score)[:k]  # stable: first found wins ties
+        best = sorted(found.values(), key=self._rank)[:k]  # stable: first found wins ties
         if best:
             best += [best[0]] * (k - len(best))
         return sorted(best, key=lambda e: e.score)
@@ -261,14 +263,14 @@ class Archipelago:
             events.append(event)
         return events
 
+    def _rank(self, e: Elite) -> tuple:
+        """Sort key, best first: score, then (neutral drift) the newer program."""
+        return (-e.score, -e.program_id if self.neutral else 0)
+
     def best(self) -> Elite | None:
-        """The global best elite (lowest island index on ties)."""
-        found = None
-        for isl in self.islands:
-            e = isl.best()
-            if e is not None and (found is None or e.score > found.score):
-                found = e
-        return found
+        """The global best elite (lowest island index on ties; the newest with neutral drift)."""
+        found = [e for e in (isl.best() for isl in self.islands) if e is not None]
+        return min(found, key=self._rank) if found else None
 
     def stats(self) -> list[dict]:
         """Per-island ``Island.stats()`` with its "island" index and "epoch"."""
@@ -285,6 +287,7 @@ def _child(rng: np.random.Generator) -> np.random.Generator:
     return rng.spawn(1)[0]
 
 
-def _top(island: Island, m: int) -> list[Elite]:
-    """The island's m best elites, best first (cell order breaks score ties)."""
-    return sorted(island.elites(), key=lambda e: -e.score)[:m]
+def _top(island: Island, m: int, neutral: bool = False) -> list[Elite]:
+    """The island's m best elites, best first (cell order breaks score ties; the newer program with
+    neutral drift)."""
+    return sorted(island.elites(), key=lambda e: (-e.score, -e.program_id if neutral else 0))[:m]

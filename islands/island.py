@@ -41,6 +41,7 @@ class ArchiveResult(StrEnum):
 
     NEW = "new"  # it took an empty cell
     IMPROVE = "improve"  # it beat the cell's elite
+    REPLACE = "replace"  # it tied the cell's elite and took its place (neutral drift)
     NOT_ADDED = "not_added"
     STALE = "stale"  # drawn before its island was reset, and not better than what the island holds now
 
@@ -89,6 +90,10 @@ class Island:
     cell, or replaces the cell's elite only with a strictly higher score (ties keep
     the incumbent). Descriptor values outside a range are clipped into the edge cell.
     A problem with no descriptors gets a single cell, i.e. the island keeps its best.
+    With ``neutral`` (neutral drift, as Cartesian GP's (1+λ) accepts offspring that tie their parent),
+    a tie replaces the incumbent instead, and the newer program comes first among equal scores
+    wherever elites are ranked: on a coarse score (bin packing counts whole bins) most children tie
+    their parent, and drifting along them reaches changes that a strict climb never accepts.
 
     QD score: scores may be negative, so the QD score is Σ (score − offset) over the
     elites. ``qd_score_offset`` fixes the offset; when it is None (the default) the
@@ -105,8 +110,9 @@ class Island:
     def __init__(self, descriptors: Sequence[Descriptor], qd_score_offset: float | None = None, *,
                  archive: str = "grid", cvt_cells: int = 64, temperature0: float = selection.TEMPERATURE0,
                  temperature_period: int = selection.TEMPERATURE_PERIOD, dgm_lambda: float = selection.DGM_LAMBDA,
-                 exploit_share: float = selection.EXPLOIT_SHARE, explore: str = "uniform"):
+                 exploit_share: float = selection.EXPLOIT_SHARE, explore: str = "uniform", neutral: bool = False):
         self.descriptors = tuple(descriptors)
+        self.neutral = bool(neutral)
         if archive not in ARCHIVES:
             raise ValueError(f"archive must be one of {', '.join(ARCHIVES)}, got {archive!r}")
         for d in self.descriptors:
@@ -226,7 +232,14 @@ class Island:
             return ArchiveResult.NOT_ADDED  # a duplicate of the elite itself: nothing changes, not even the count
         self.offered += 1
         if pos is not None and score <= self._scores[pos]:
-            return ArchiveResult.NOT_ADDED  # pyribs' rule (threshold = incumbent's objective), without the call
+            if not (self.neutral and score == self._scores[pos]):
+                return ArchiveResult.NOT_ADDED  # pyribs' rule (threshold = incumbent's objective), without the call
+            # A tie: pyribs keeps its incumbent (same objective, so its statistics stay right); the mirror,
+            # which every reader of programs goes through, holds the newcomer.
+            self._children.pop(self._ids[pos], None)
+            self._curiosity.pop(self._ids[pos], None)
+            self._ids[pos], self._desc[pos] = int(program_id), values
+            return ArchiveResult.REPLACE
         if self._offset is None:
             # The archive is empty here, so fixing its offset by rebuilding loses nothing.
             self._offset = score
@@ -296,14 +309,14 @@ class Island:
             picks = selection.dgm(rng, self._scores, [self._children.get(i, 0) for i in self._ids], k,
                                   self.dgm_lambda)
         elif strategy == "best":
-            picks = selection.best(self._scores, k)
+            picks = selection.best(self._scores, k, self._ids if self.neutral else None)
         elif strategy == "curiosity":
             picks = selection.curiosity(rng, [self.curiosity(i) for i in self._ids], k)
         elif strategy == "novelty":
             picks = selection.novelty(rng, selection.unit_box(self._desc, self.descriptors), k)
         elif strategy == "exploit":
             picks = selection.exploit(rng, self._scores, k, self.exploit_share,
-                                      lambda: self._picks(rng, k, self.explore))
+                                      lambda: self._picks(rng, k, self.explore), self._ids if self.neutral else None)
         else:
             raise ValueError(f"strategy must be one of {', '.join(selection.STRATEGIES)}, got {strategy!r}")
         return picks
@@ -318,11 +331,13 @@ class Island:
         return [self._elite_at(candidates[int(i)]) for i in picks]
 
     def best(self) -> Elite | None:
-        """The highest-scoring elite (the first to reach that score on ties)."""
-        e = self._archive.best_elite  # elitist archive (learning_rate 1): always still present
-        if e is None:
+        """The highest-scoring elite (the first to reach that score on ties; the newest with ``neutral``)."""
+        if not self._ids:
             return None
-        return self._elite_at(self._ids.index(int(e["solution"])))
+        if self.neutral:
+            return self._elite_at(max(range(len(self._ids)), key=lambda p: (self._scores[p], self._ids[p])))
+        e = self._archive.best_elite  # elitist archive (learning_rate 1): always still present
+        return self._elite_at(self._pos[int(e["index"])])
 
     def elites(self) -> list[Elite]:
         """All elites, ordered by cell index."""

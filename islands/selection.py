@@ -127,12 +127,13 @@ def dgm(rng: np.random.Generator, scores: list[float], children: list[int], k: i
     return _draw(rng, n, k, w / w.sum())
 
 
-def best(scores: list[float], k: int) -> list[int]:
-    """Top-k positions by score (earlier position first on ties), repeating the best past n."""
+def best(scores: list[float], k: int, ids: list[int] | None = None) -> list[int]:
+    """Top-k positions by score, repeating the best past n. Ties: the earlier position first, or with
+    ``ids`` (program ids, neutral drift) the newer program."""
     n = len(scores)
     if n == 0 or k == 0:
         return []
-    order = sorted(range(n), key=lambda i: -scores[i])
+    order = sorted(range(n), key=(lambda i: -scores[i]) if ids is None else (lambda i: (-scores[i], -ids[i])))
     return order[:k] + [order[0]] * max(0, k - n)
 
 
@@ -182,13 +183,13 @@ def novelty(rng: np.random.Generator, points, k: int, neighbours: int = NOVELTY_
 
 
 def exploit(rng: np.random.Generator, scores: list[float], k: int, share: float = EXPLOIT_SHARE,
-            explore: Callable[[], list[int]] | None = None) -> list[int]:
-    """The top-k with probability ``share``, else the k positions ``explore()`` draws (uniform when
-    none is given; one draw decides the prompt)."""
+            explore: Callable[[], list[int]] | None = None, ids: list[int] | None = None) -> list[int]:
+    """The top-k (``best``, ties broken by ``ids`` when given) with probability ``share``, else the k
+    positions ``explore()`` draws (uniform when none is given; one draw decides the prompt)."""
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"exploit share must be in [0, 1], got {share}")
     if len(scores) == 0 or k == 0:
         return []
     if rng.random() < share:
-        return best(scores, k)
+        return best(scores, k, ids)
     return explore() if explore is not None else uniform(rng, len(scores), k)
