@@ -292,11 +292,12 @@ class Island:
     def select_parents(self, rng: np.random.Generator, k: int, strategy: str = "uniform") -> list[Elite]:
         """k elites chosen by ``strategy`` (see ``islands.selection``), distinct while
         the island has enough (repeats only when k exceeds the candidates), sorted by
-        score ascending so the best comes last (FunSearch's prompt order)."""
+        score ascending so the best comes last (FunSearch's prompt order; with ``neutral`` the
+        newer of equal scores comes later)."""
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
-        return sorted((self._elite_at(p) for p in self._picks(rng, k, strategy)),
-                      key=lambda e: e.score)  # stable on equal scores
+        return sorted((self._elite_at(p) for p in self._picks(rng, k, strategy)),  # stable on equal scores
+                      key=(lambda e: (e.score, e.program_id)) if self.neutral else (lambda e: e.score))
 
     def _picks(self, rng: np.random.Generator, k: int, strategy: str) -> list[int]:
         if strategy == "uniform":

@@ -42,6 +42,34 @@ def test_new_improve_not_added_and_ties_keep_the_incumbent():
     assert isl.best() == Elite(4, 0.9, (1.3, 0.3))
 
 
+def test_neutral_drift_lets_a_tie_take_the_cell_and_ranks_the_newer_best_first():
+    isl = Island(GRID, neutral=True)
+    assert isl.add(1, 0.5, (1.0, 0.0)) == "new"
+    qd = isl.stats()
+    assert isl.add(2, 0.4, (1.1, 0.1)) == "not_added"  # worse still loses
+    assert isl.add(3, 0.5, (1.2, 0.2)) == "replace"  # a tie takes the cell
+    assert isl.elites() == [Elite(3, 0.5, (1.2, 0.2))] and isl.stats() == qd  # same scores, same statistics
+    assert isl.add(1, 0.5, (1.0, 0.0)) == "replace"  # the evicted one may drift back: it is not the elite now
+    assert isl.add(1, 0.5, (1.0, 0.0)) == "not_added"  # the elite itself: nothing changes
+    assert isl.add(4, 0.5, (9.0, -0.9)) == "new"  # an equal score in another cell
+    assert isl.best() == Elite(4, 0.5, (9.0, -0.9))  # the newer of the equal bests
+    rng = np.random.default_rng(0)
+    assert [e.program_id for e in isl.select_parents(rng, 1, "best")] == [4]
+    assert [e.program_id for e in Island(GRID, exploit_share=1.0, neutral=True).select_parents(rng, 1, "exploit")] == []
+    strict = Island(GRID)  # the default keeps the first
+    for pid, desc in ((1, (1.0, 0.0)), (4, (9.0, -0.9))):
+        strict.add(pid, 0.5, desc)
+    assert strict.best().program_id == 1 and [e.program_id for e in strict.select_parents(rng, 1, "best")] == [1]
+    # Across islands too: the archipelago's best and its exploiting prompts' parents.
+    arch = Archipelago(2, GRID, selection="exploit", island_kwargs={"exploit_share": 1.0, "neutral": True})
+    arch.add_everywhere(0, 0.0, (5.0, 0.0))
+    arch.add(1, 5, 2.0, (3.0, 0.5))
+    arch.add(0, 6, 2.0, (1.0, 0.5))
+    assert arch.best().program_id == 6 and arch.islands[1].best().program_id == 5
+    assert [e.program_id for e in arch.select_parents(1, rng, 2)] == [5, 6]  # ascending: the newer tie last
+    assert [e.program_id for e in arch.top(1)] == [6]
+
+
 def test_out_of_range_descriptors_are_clipped_into_edge_cells():
     isl = Island(GRID)
     assert isl.add(1, 1.0, (50.0, -7.0)) == "new"
@@ -98,15 +126,16 @@ def test_stats_qd_score_is_offset_by_the_first_score_and_survives_clear():
 
 
 @PROPS
-@given(adds)
-def test_island_matches_a_reference_map_elites_grid(items):
-    isl = Island(GRID)
-    reference: dict[int, tuple[float, int]] = {}  # cell -> (score, program_id), first max wins
+@given(adds, st.booleans())
+def test_island_matches_a_reference_map_elites_grid(items, neutral):
+    isl = Island(GRID, neutral=neutral)
+    reference: dict[int, tuple[float, int]] = {}  # cell -> (score, program_id), first max wins (last with neutral)
     best_score = -math.inf
     for pid, (score, desc) in enumerate(items):
         status = isl.add(pid, score, desc)
         cell = isl.cell_of(desc)
-        expected = "new" if cell not in reference else ("improve" if score > reference[cell][0] else "not_added")
+        expected = ("new" if cell not in reference else "improve" if score > reference[cell][0]
+                    else "replace" if neutral and score == reference[cell][0] else "not_added")
         assert status == expected
         if expected != "not_added":
             reference[cell] = (score, pid)

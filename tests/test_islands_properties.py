@@ -29,10 +29,10 @@ def make(kind: str):
         return ClusterIsland(GRID, max_clusters=8, cluster_cap=2)
     if kind == "cvt":
         return Island(GRID, archive="cvt", cvt_cells=12)
-    return Island(GRID)
+    return Island(GRID, neutral=kind == "neutral")
 
 
-KINDS = st.sampled_from(["grid", "cvt", "clusters"])
+KINDS = st.sampled_from(["grid", "cvt", "clusters", "neutral"])
 
 
 def snapshot(isl) -> tuple:
@@ -100,7 +100,7 @@ ops = st.lists(st.tuples(st.integers(0, 4), st.one_of(scores, tied_scores), desc
 @given(ops, st.integers(1, 5), st.integers(0, 4), st.integers(1, 3), st.integers(0, 4),
        st.sampled_from(["ring", "random"]), KINDS, st.integers(0, 1000))
 def test_migration_and_resets_never_lose_the_global_best(seq, n, mig, mig_size, reset, topology, kind, seed):
-    kwargs = {"grid": {}, "cvt": {"archive": "cvt", "cvt_cells": 12},
+    kwargs = {"grid": {}, "neutral": {"neutral": True}, "cvt": {"archive": "cvt", "cvt_cells": 12},
               "clusters": {"archive": "clusters", "max_clusters": 8, "cluster_cap": 2}}[kind]
     arch = Archipelago(n, GRID, migration_interval=mig, migration_size=mig_size, reset_interval=reset,
                        topology=topology, island_kwargs=kwargs)
