@@ -3,7 +3,10 @@ ring migration, FunSearch resets, and determinism under replay."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -553,21 +556,24 @@ def test_cvt_archive_and_score_cluster_island():
 
 # -- through the engine: real CLI runs -----------------------------------------------
 
-def _cli_run(out, *flags):
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+REPO = Path(__file__).resolve().parents[1]
 
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "evosearch", "run", "bin_packing", "--sampler", "mutate",
-                           "--samples", "30", "--seed", "3", "--islands", "2", "--concurrency", "4",
-                           "--reset-interval", "6", "--migration-interval", "5", "--out", str(out), "--quiet",
-                           "--problem-options", "{train_items: 200, test_items: 300}", "--workers", "2", *flags],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=repo)
+
+def _cli_args(out, *flags) -> list[str]:
+    return [sys.executable, "-m", "evosearch", "run", "bin_packing", "--sampler", "mutate",
+            "--samples", "30", "--seed", "3", "--islands", "2", "--concurrency", "4",
+            "--reset-interval", "6", "--migration-interval", "5", "--out", str(out), "--quiet",
+            "--problem-options", "{train_items: 200, test_items: 300}", "--workers", "2", *flags]
+
+
+def _cli_run(out, *flags):
+    proc = subprocess.run(_cli_args(out, *flags), capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return _read_run(out)
+
+
+def _read_run(out):
+    import json
     import sqlite3
 
     db = sqlite3.connect(out / "evosearch.db")
@@ -642,6 +648,40 @@ def test_curiosity_exploration_replays_exactly_and_differs_from_uniform(tmp_path
     assert [r[5] for r in uniform] != [r[5] for r in rows]
     novel, _ = _cli_run(tmp_path / "d", "--explore", "novelty", "--reset-interval", "0")
     assert [r[5] for r in novel] != [r[5] for r in uniform]  # and by novelty, others again
+
+
+def test_neutral_drift_records_its_replacements_replays_exactly_and_resumes_a_killed_run_exactly(tmp_path):
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    rows, events = _cli_run(tmp_path / "a", "--neutral")
+    assert "replace" in {r[6] for r in rows}  # bin packing counts whole bins: ties are common
+    assert _cli_run(tmp_path / "b", "--neutral") == (rows, events)
+    strict, _ = _cli_run(tmp_path / "c")
+    assert "replace" not in {r[6] for r in strict} and [r[5] for r in strict] != [r[5] for r in rows]
+    # Killed mid-run and resumed: the islands are rebuilt from the store, ties included, so the prompts
+    # drawn after the resume show the parents an uninterrupted run showed.
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli_args(out, "--neutral"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, cwd=REPO)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if len(_read_run(out)[0]) >= 12:
+                break
+        except sqlite3.OperationalError:
+            pass  # the database or its schema is not there yet
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(_read_run(out)[0]) < len(rows)
+    resumed = subprocess.run([sys.executable, "-m", "evosearch", "run", "--resume", str(out), "--quiet"],
+                             capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _read_run(out) == (rows, events)
 
 
 def test_runtime_descriptor_is_opt_in_and_island_options_reach_the_islands():
