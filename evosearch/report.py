@@ -306,6 +306,7 @@ def _replay_archives(p: dict, events: list[dict], axes: list[dict], config: dict
     history = {"commit": [], "coverage": [[] for _ in range(n_islands)], "qd_score": [[] for _ in range(n_islands)]}
     order = sorted((k for k, c in enumerate(p["commit"]) if c is not None), key=lambda k: p["commit"][k])
     every = max(1, len(order) // 400)
+    neutral = bool(config.get("neutral"))  # neutral drift: a tie takes the cell
 
     def add(island: int, k: int) -> None:
         if k is None or not 0 <= island < n_islands or p["score"][k] is None:
@@ -314,7 +315,7 @@ def _replay_archives(p: dict, events: list[dict], axes: list[dict], config: dict
         if cell is None:
             return
         best = islands[island].get(cell)
-        if best is None or p["score"][k] > p["score"][best]:
+        if best is None or p["score"][k] > p["score"][best] or (neutral and p["score"][k] == p["score"][best]):
             islands[island][cell] = k
 
     for n, k in enumerate(order):

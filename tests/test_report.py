@@ -151,3 +151,15 @@ def test_report_of_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"evosearch: error: {tmp_path} is not a run directory (no evosearch.db)"
     assert not (tmp_path / "report.html").exists()
+
+
+def test_archives_rebuilt_with_neutral_drift_let_a_tie_take_the_cell():
+    from evosearch.report import _replay_archives
+
+    # The seed, then two programs of island 0 in one cell, the second tying the first.
+    p = {"id": [0, 1, 2], "island": [None, 0, 0], "score": [-5.0, -3.0, -3.0], "desc": [[0.1], [0.6], [0.7]],
+         "status": ["ok"] * 3, "archive": [None, "new", "replace"], "commit": [0, 1, 2]}
+    axes = [{"name": "x", "low": 0.0, "high": 1.0, "bins": 2}]
+    for neutral, held in ((False, 1), (True, 2)):
+        maps = _replay_archives(p, [], axes, {"islands": 1, "neutral": neutral})["maps"]
+        assert maps[0]["ids"] == [[0, held]] and maps[0]["elites"] == 2
