@@ -28,6 +28,8 @@ sandbox workers, real store), with the same sample budget. Arms:
                 subtree crossover, the mate from a distant cell): the mutate sampler's own default mix.
                 Every other arm asks for function rewrites only (``{full: 1.0}``), as its rows measured
                 before crossover became that default; ``default`` runs the engine's defaults as they are.
+* ``neutral``   the default with neutral drift (``--neutral``: a tie takes its cell, and the newer of
+                equal bests is the parent); ``eps_neutral``: (1+1)-EPS drifting the same way.
 * ``<arm>+tune`` any arm with constant tuning (``--tune-evals`` CMA-ES trials per new best and, after
                 ``--tune-patience`` samples without one, for the best untuned program); arms
                 without the suffix run with tuning off. The engine's default configuration
@@ -88,6 +90,7 @@ ARMS = {
     "funsearch": ["--archive", "clusters", "--selection", "boltzmann", "--reset-interval", "{reset}",
                   "--migration-interval", "0"],
     "eps": ["--islands", "1", "--parents", "1", "--selection", "best"],
+    "eps_neutral": ["--islands", "1", "--parents", "1", "--selection", "best", "--neutral"],  # EPS drifting on ties
     "random": ["--islands", "1", "--parents", "1", "--selection", "seed"],
     # Extra arms (not in the default list): the grid with score-aware parent selection.
     "grid_boltzmann": ["--selection", "boltzmann"],
