@@ -94,8 +94,8 @@ class RunConfig:
                                    "(README, \"Which settings find most\"), or novelty (p ~ mean distance to the 3 "
                                    "nearest other elites on the map): no more cells and a worse median best on both",
                         choices=("uniform", "curiosity", "novelty"))
-    neutral: bool = knob(False, "neutral drift: a program that ties its cell's elite takes its place, and the newer of "
-                                "equal-scoring elites ranks first as a parent")
+    neutral: bool = knob(False, "neutral drift (grid and cvt archives): a program that ties its cell's elite takes its "
+                                "place, and the newer of equal-scoring elites ranks first as a parent")
     archive: str = knob("grid", "island archive: grid (pyribs GridArchive over the descriptors), cvt (pyribs "
                                 "CVTArchive, --cvt-cells centroids) or clusters (FunSearch-style: no grid, one "
                                 "cluster per score)", choices=tuple(ARCHIVES))
