@@ -264,8 +264,7 @@ class Archipelago:
         return events
 
     def _rank(self, e: Elite) -> tuple:
-        """Sort key, best first: score, then (neutral drift) the newer program."""
-        return (-e.score, -e.program_id if self.neutral else 0)
+        return _rank(e, self.neutral)
 
     def best(self) -> Elite | None:
         """The global best elite (lowest island index on ties; the newest with neutral drift)."""
@@ -287,7 +286,12 @@ def _child(rng: np.random.Generator) -> np.random.Generator:
     return rng.spawn(1)[0]
 
 
+def _rank(e: Elite, neutral: bool) -> tuple:
+    """Sort key, best first: score, then (neutral drift) the newer program; a stable sort keeps the rest."""
+    return (-e.score, -e.program_id if neutral else 0)
+
+
 def _top(island: Island, m: int, neutral: bool = False) -> list[Elite]:
     """The island's m best elites, best first (cell order breaks score ties; the newer program with
     neutral drift)."""
-    return sorted(island.elites(), key=lambda e: (-e.score, -e.program_id if neutral else 0))[:m]
+    return sorted(island.elites(), key=lambda e: _rank(e, neutral))[:m]
