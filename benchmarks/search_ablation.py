@@ -58,10 +58,11 @@ ok program of the run inserted into one fresh GridArchive over the engine's axes
 (full_bins x size, 10 x 10), offset by the worst possible training score (one bin per
 item; tsp: a gap of 1000%), so arms with and without a grid are measured alike.
 
-Against EPS, paired by seed (seeds both arms ran): the median of the per-seed differences in held-out
-metric (negative: the arm is better) with a 95% bootstrap interval over seeds and the Wilcoxon
-signed-rank p-value, and the ratio of median QD scores with its bootstrap interval; with ``--curve``, the
-same paired difference at each checkpoint (``curve_vs_eps``), since users stop at any budget. Seed-to-seed
+Against EPS (and each other arm of ``--base``, e.g. ``eps eps+tune``), paired by seed (seeds both arms
+ran): the median of the per-seed differences in held-out metric (negative: the arm is better) with a 95%
+bootstrap interval over seeds and the Wilcoxon signed-rank p-value, and the ratio of median QD scores with
+its bootstrap interval; with ``--curve``, the same paired difference at each checkpoint (``curve_vs_eps``,
+``curve_vs_<base>``), since users stop at any budget. Seed-to-seed
 spread is wide at these budgets; an interval that straddles 0 (or 1) says "not settled", not "equal".
 """
 from __future__ import annotations
@@ -374,6 +375,8 @@ def main() -> None:
                     help="problem options over --problem-options for the held-out scores only (the runs are the same), "
                          "e.g. '{test_instances: 32}' for TSP runs made when its held-out split had 4 instances")
     ap.add_argument("--out", default="runs/ablation", help="folder of the runs (an existing run is reused)")
+    ap.add_argument("--base", nargs="+", default=["eps"],
+                    help="arms every arm is paired with by seed (e.g. eps eps+tune: EPS without and with tuning)")
     ap.add_argument("--reuse-rows", nargs="+", default=[], help="JSONs this script wrote: take the rows of --reuse-arms "
                     "from them instead of running them again (the first file holding an (arm, seed) wins; the mutate "
                     "sampler's runs are deterministic: check one seed first)")
@@ -417,7 +420,7 @@ def main() -> None:
     print(f"\n{args.problem}, mutate sampler, {args.samples} samples per run, seeds {args.seeds}, "
           f"problem options {args.problem_options}, held-out options {args.held_out_options}, data dir {args.data_dir}")
     print(f"{'arm':15} {'best held-out score: median [min .. max]':>44} {'held-out gain over the seed':>38}"
-          f" {'QD score: median [min .. max]':>42} {'wins vs eps':>12} {'vs random':>10}"
+          f" {'QD score: median [min .. max]':>42} {'wins vs ' + args.base[0]:>12} {'vs random':>10}"
           f" {'held-out ' + str(CURVE_METRIC.get(args.problem)):>30} {'evaluations':>12}")
     summary = {}
     by = {arm: {r["seed"]: r for r in rows if r["arm"] == arm} for arm in args.arms}
@@ -427,7 +430,7 @@ def main() -> None:
         qds = [r["qd_score"] for r in by[arm].values()]
         gains = [r["best_test"] - r["seed_test"] for r in by[arm].values()]
         wins = {}
-        for other in ("eps", "random"):
+        for other in (*args.base, "random"):
             paired = [s for s in by[arm] if s in by.get(other, {})]  # wins: strictly better held-out score
             wins[other] = f"{sum(by[arm][s]['best_test'] > by[other][s]['best_test'] for s in paired)}/{len(paired)}"
         metrics = [r["best_test_metric"] for r in by[arm].values() if r["best_test_metric"] is not None]
@@ -440,16 +443,16 @@ def main() -> None:
                         "best_test_median": statistics.median(tests), "best_test_min": min(tests),
                         "best_test_max": max(tests), "gain_median": statistics.median(gains),
                         "gain_min": min(gains), "gain_max": max(gains), "qd_median": statistics.median(qds), "qd_min": min(qds),
-                        "qd_max": max(qds), "wins_vs_eps": wins["eps"], "wins_vs_random": wins["random"]}
-        print(f"{arm:15} {spread(tests):>44} {spread(gains):>38} {spread(qds):>42} {wins['eps']:>12}"
+                        "qd_max": max(qds), **{f"wins_vs_{other}": n for other, n in wins.items()}}
+        print(f"{arm:15} {spread(tests):>44} {spread(gains):>38} {spread(qds):>42} {wins[args.base[0]]:>12}"
               f" {wins['random']:>10} {spread(metrics) if metrics else '-':>30} {statistics.median(evals):>12.0f}")
-    if by.get("eps"):
-        print(f"\nagainst eps, paired by seed: held-out {CURVE_METRIC.get(args.problem)} difference (arm - eps; "
+    for base in (b for b in args.base if by.get(b)):
+        print(f"\nagainst {base}, paired by seed: held-out {CURVE_METRIC.get(args.problem)} difference (arm - {base}; "
               f"negative: better), QD ratio; 95% bootstrap intervals over seeds")
-        print(f"{'arm':15} {'pairs':>6} {'difference [95% interval]':>30} {'Wilcoxon p':>11} {'QD x eps [95% interval]':>28}")
+        print(f"{'arm':15} {'pairs':>6} {'difference [95% interval]':>30} {'Wilcoxon p':>11} {'QD x base [95% interval]':>28}")
         for arm in arms:
-            vs = against(by[arm], by["eps"]) if arm != "eps" else None
-            summary[arm]["vs_eps"] = vs
+            vs = against(by[arm], by[base]) if arm != base else None
+            summary[arm][f"vs_{base}"] = vs
             if vs:
                 lo, hi = vs["metric_diff_ci95"]
                 qlo, qhi = vs["qd_ratio_ci95"]
@@ -466,13 +469,13 @@ def main() -> None:
                         if p["samples"] == m and p["held_out"] is not None]
                 cells.append(f"{statistics.median(vals):9.3f}" if vals else f"{'-':>9}")
             print(f"{arm:15}" + "".join(cells))
-        if by.get("eps"):  # the budgets users run differ: who is ahead at each one, seed by seed
-            print("\nat each checkpoint, paired with eps by seed: seeds ahead, held-out difference (arm - eps) "
+        for base in (b for b in args.base if by.get(b)):  # the budgets users run differ: who is ahead at each one
+            print(f"\nat each checkpoint, paired with {base} by seed: seeds ahead, held-out difference (arm - {base}) "
                   "[95% interval], Wilcoxon p (one test per checkpoint: read them as a curve, not as separate claims)")
             for arm in arms:
-                if arm == "eps":
+                if arm == base:
                     continue
-                summary[arm]["curve_vs_eps"] = vs = curve_against(by[arm], by["eps"], marks)
+                summary[arm][f"curve_vs_{base}"] = vs = curve_against(by[arm], by[base], marks)
                 for m, c in vs.items():
                     lo, hi = c["metric_diff_ci95"]
                     print(f"{arm:15} {m:>6} {c['ahead']:>3}/{c['pairs']:<3} {c['metric_diff_median']:>+9.3f} "
