@@ -39,7 +39,8 @@ class RunConfig:
                                  "(LLM-free AST mutations), or an installed one (evosearch.samplers entry points); "
                                  "A+B: several, picked per sample by the --models bandit at each one's relative "
                                  "cost (mutate: 0.1, others 1)")
-    model: str | None = knob(None, "model name for --sampler openai; a GGUF path for --sampler local (default: the embedded model)")
+    model: str | None = knob(None, "model name for --sampler openai; a Hugging Face name or local folder for "
+                                   "--sampler vllm; a GGUF path for --sampler local (default: the embedded model)")
     base_url: str | None = knob(None, "endpoint for --sampler openai, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = knob("OPENAI_API_KEY", "environment variable holding the API key for --sampler openai")
     temperature: float = knob(0.8, "sampling temperature of LLM samplers", minimum=0)
