@@ -155,7 +155,7 @@ class Archipelago:
         best = sorted(found.values(), key=self._rank)[:k]  # stable: first found wins ties
         if best:
             best += [best[0]] * (k - len(best))
-        return sorted(best, key=self._rank, reverse=True) if self.neutral else sorted(best, key=lambda e: e.score)
+        return sorted(best, key=self._rank, reverse=True)  # ascending, best last; reverse keeps ties stable
 
     def record_child(self, island: int, parent_ids: Sequence[int]) -> None:
         """One more child (any outcome) of each parent, counted on the island it was drawn from (DGM)."""
